@@ -1,0 +1,66 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "Qri",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "qri", targets: ["qri"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+    ],
+    targets: [
+        // C shims: the only places that touch headers Swift cannot import as they are.
+        .systemLibrary(
+            name: "CQriOpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        .target(
+            name: "CQriSystem",
+            cSettings: [.define("_GNU_SOURCE")]
+        ),
+
+        // Readiness loop, sockets and timers over POSIX.
+        .target(name: "QriLoop", dependencies: ["CQriSystem"], swiftSettings: strict),
+        // TLS contexts and non-blocking connections over OpenSSL.
+        .target(name: "QriTLS", dependencies: ["CQriOpenSSL", "QriLoop"], swiftSettings: strict),
+        // Pure protocol code: HTTP/1.1 request parsing, responses, SSE encoding.
+        .target(name: "QriHTTP", swiftSettings: strict),
+        // The gateway: registry, history, listeners, stream and ingest connections.
+        .target(
+            name: "QriGateway",
+            dependencies: [
+                "QriLoop", "QriTLS", "QriHTTP",
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "qri",
+            dependencies: [
+                "QriGateway",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+
+        .testTarget(name: "QriHTTPTests", dependencies: ["QriHTTP"], swiftSettings: strict),
+        .testTarget(name: "QriGatewayTests", dependencies: ["QriGateway"], swiftSettings: strict),
+        .testTarget(name: "QriLoopTests", dependencies: ["QriLoop"], swiftSettings: strict),
+    ]
+)

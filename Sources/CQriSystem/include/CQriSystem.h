@@ -1,0 +1,53 @@
+// CQriSystem: the Linux system calls Glibc's Swift overlay does not expose (epoll, eventfd,
+// signalfd, accept4) and a few helpers that read errno-sensitive results in C, so that no
+// Swift code runs between a call and its errno.
+#ifndef CQRI_SYSTEM_H
+#define CQRI_SYSTEM_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+
+#ifdef __linux__
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#endif
+
+/// An event reported by the poller: user data and readiness as plain integers.
+typedef struct {
+    uint64_t data;
+    uint32_t events;
+} cqri_event;
+
+int cqri_has_epoll(void);
+int cqri_epoll_create(void);
+/// op: 0 add, 1 modify, 2 delete. events: bit 0 readable, bit 1 writable.
+int cqri_epoll_ctl(int epfd, int op, int fd, uint32_t interest, uint64_t data);
+/// Returns the number of events, or -1 with errno. Readiness folded into bit 0 readable,
+/// bit 1 writable, bit 2 hang-up/error.
+int cqri_epoll_wait(int epfd, cqri_event *events, int max, int timeout_ms);
+
+int cqri_eventfd(void);
+int cqri_signalfd(const int *signals, int count);
+/// Blocks the given signals for the calling thread (and threads it starts later).
+int cqri_block_signals(const int *signals, int count);
+/// Reads one signal number from a signalfd, or -1.
+int cqri_signalfd_read(int fd);
+
+int cqri_accept(int fd);
+int cqri_errno(void);
+int cqri_set_nonblocking(int fd);
+int cqri_set_int_option(int fd, int level, int name, int value);
+ssize_t cqri_send(int fd, const void *buf, size_t len);
+void cqri_ignore_sigpipe(void);
+/// Raises the soft open-file limit to the hard one; returns the new soft limit.
+long cqri_raise_nofile_limit(void);
+/// Monotonic clock in nanoseconds.
+uint64_t cqri_monotonic_ns(void);
+/// Wall clock in microseconds since the Unix epoch.
+uint64_t cqri_wall_us(void);
+
+#endif

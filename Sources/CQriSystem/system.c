@@ -1,0 +1,120 @@
+#include "CQriSystem.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <time.h>
+#include <unistd.h>
+#include <pthread.h>
+#include <sys/resource.h>
+
+#ifdef __linux__
+int cqri_has_epoll(void) { return 1; }
+
+int cqri_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int cqri_epoll_ctl(int epfd, int op, int fd, uint32_t interest, uint64_t data) {
+    struct epoll_event ev = {0};
+    if (interest & 1) ev.events |= EPOLLIN | EPOLLRDHUP;
+    if (interest & 2) ev.events |= EPOLLOUT;
+    ev.data.u64 = data;
+    int kop = op == 0 ? EPOLL_CTL_ADD : (op == 1 ? EPOLL_CTL_MOD : EPOLL_CTL_DEL);
+    return epoll_ctl(epfd, kop, fd, &ev);
+}
+
+int cqri_epoll_wait(int epfd, cqri_event *events, int max, int timeout_ms) {
+    struct epoll_event evs[256];
+    if (max > 256) max = 256;
+    int n = epoll_wait(epfd, evs, max, timeout_ms);
+    for (int i = 0; i < n; i++) {
+        uint32_t e = evs[i].events, r = 0;
+        if (e & (EPOLLIN | EPOLLRDHUP | EPOLLPRI)) r |= 1;
+        if (e & EPOLLOUT) r |= 2;
+        if (e & (EPOLLHUP | EPOLLERR)) r |= 4 | 1 | 2;
+        events[i].data = evs[i].data.u64;
+        events[i].events = r;
+    }
+    return n;
+}
+
+int cqri_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+int cqri_signalfd(const int *signals, int count) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int i = 0; i < count; i++) sigaddset(&set, signals[i]);
+    return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+int cqri_signalfd_read(int fd) {
+    struct signalfd_siginfo info;
+    ssize_t n = read(fd, &info, sizeof info);
+    if (n != (ssize_t)sizeof info) return -1;
+    return (int)info.ssi_signo;
+}
+
+int cqri_accept(int fd) { return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+#else
+int cqri_has_epoll(void) { return 0; }
+int cqri_epoll_create(void) { errno = ENOSYS; return -1; }
+int cqri_epoll_ctl(int epfd, int op, int fd, uint32_t interest, uint64_t data) { errno = ENOSYS; return -1; }
+int cqri_epoll_wait(int epfd, cqri_event *events, int max, int timeout_ms) { errno = ENOSYS; return -1; }
+int cqri_eventfd(void) { errno = ENOSYS; return -1; }
+int cqri_signalfd(const int *signals, int count) { errno = ENOSYS; return -1; }
+int cqri_signalfd_read(int fd) { return -1; }
+int cqri_accept(int fd) {
+    int c = accept(fd, NULL, NULL);
+    if (c >= 0) { cqri_set_nonblocking(c); fcntl(c, F_SETFD, FD_CLOEXEC); }
+    return c;
+}
+#endif
+
+int cqri_block_signals(const int *signals, int count) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int i = 0; i < count; i++) sigaddset(&set, signals[i]);
+    return pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+int cqri_errno(void) { return errno; }
+
+int cqri_set_nonblocking(int fd) {
+    int flags = fcntl(fd, F_GETFL, 0);
+    if (flags < 0) return -1;
+    return fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+int cqri_set_int_option(int fd, int level, int name, int value) {
+    return setsockopt(fd, level, name, &value, sizeof value);
+}
+
+ssize_t cqri_send(int fd, const void *buf, size_t len) {
+#ifdef MSG_NOSIGNAL
+    return send(fd, buf, len, MSG_NOSIGNAL);
+#else
+    return send(fd, buf, len, 0);
+#endif
+}
+
+void cqri_ignore_sigpipe(void) { signal(SIGPIPE, SIG_IGN); }
+
+long cqri_raise_nofile_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return -1;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return (long)rl.rlim_cur;
+}
+
+uint64_t cqri_monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t cqri_wall_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000ull + (uint64_t)ts.tv_nsec / 1000ull;
+}

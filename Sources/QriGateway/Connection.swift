@@ -1,0 +1,205 @@
+import QriLoop
+
+/// The part every connection shares: its transport, TLS handshake, output queue, timeout
+/// and close. Subclasses add what they do with the bytes they read.
+///
+/// Life: handshaking → serving (the subclass's states) → closing (output flushed, then a
+/// close_notify or half-close) → closed. Confined to its worker's loop thread.
+class Connection: ReadinessHandler {
+    unowned let worker: LoopWorker
+    let transport: any Transport
+    let listener: GatewayMetrics.Listener
+
+    private(set) var isClosed = false
+    private var handshaking: Bool
+    /// Close once the output queue is empty.
+    private var closeWhenFlushed = false
+
+    // Output: bytes from `outboundSent` on are unsent. OpenSSL wants a retried write to
+    // repeat the same bytes and length, so only append while a retry is pending.
+    private var outbound: [UInt8] = []
+    private var outboundSent = 0
+    private var retryLength: Int?
+    private var writeWantsRead = false
+    private var readWantsWrite = false
+    var queuedForFlush = false
+
+    /// The armed timeout's deadline (monotonic ns), 0 when none.
+    var deadline: UInt64 = 0
+    var timeoutKind = LoopWorker.TimeoutKind.handshake
+
+    init(worker: LoopWorker, transport: any Transport, listener: GatewayMetrics.Listener, tls: Bool) {
+        self.worker = worker
+        self.transport = transport
+        self.listener = listener
+        handshaking = tls
+    }
+
+    var pendingOutputBytes: Int { outbound.count - outboundSent }
+
+    // MARK: Subclass hooks
+
+    /// Called when the handshake completed (or at once for plain TCP).
+    func didBecomeReady() {}
+    /// Called with bytes read; return false to stop reading for this pass.
+    func didRead(_ bytes: UnsafeRawBufferPointer) -> Bool { true }
+    /// Called once when the connection closes, for any reason.
+    func didClose() {}
+    /// Called when the armed timeout expires.
+    func didTimeOut() { close() }
+
+    // MARK: Events
+
+    func start() {
+        if handshaking {
+            worker.arm(self, .handshake)
+            advanceHandshake()
+        } else {
+            didBecomeReady()
+        }
+    }
+
+    func loopDidReport(readable: Bool, writable: Bool) {
+        if isClosed { return }
+        if handshaking {
+            advanceHandshake()
+            return
+        }
+        if writable || (readable && writeWantsRead) {
+            writeWantsRead = false
+            flush()
+            if isClosed { return }
+        }
+        if readable || (writable && readWantsWrite) {
+            readWantsWrite = false
+            readAvailable()
+        }
+    }
+
+    private func advanceHandshake() {
+        switch transport.handshake() {
+        case .done:
+            handshaking = false
+            worker.gateway.metrics.handshakesOK.increment()
+            worker.disarm(self)
+            didBecomeReady()
+            if !isClosed && transport.hasBufferedInput { readAvailable() }
+        case .wantRead:
+            worker.loop.setInterest(fd: transport.fd, .readable)
+        case .wantWrite:
+            worker.loop.setInterest(fd: transport.fd, [.readable, .writable])
+        case .closed, .failed:
+            worker.gateway.metrics.handshakesFailed.increment()
+            close()
+        }
+    }
+
+    /// Reads until the transport has nothing more, handing each chunk to `didRead`.
+    func readAvailable() {
+        let buffer = worker.readBuffer
+        while !isClosed {
+            switch transport.read(into: buffer) {
+            case .done(let n):
+                if !didRead(UnsafeRawBufferPointer(rebasing: buffer[..<n])) { return }
+            case .wantRead:
+                return
+            case .wantWrite:
+                readWantsWrite = true
+                worker.loop.setInterest(fd: transport.fd, [.readable, .writable])
+                return
+            case .closed, .failed:
+                close()
+                return
+            }
+        }
+    }
+
+    // MARK: Output
+
+    /// Queues `bytes`; they leave in the loop's before-sleep flush, coalesced with the rest.
+    func enqueue(_ bytes: [UInt8]) {
+        if outbound.isEmpty && outboundSent == 0 {
+            outbound = bytes  // shares the buffer until the next append
+        } else {
+            outbound.append(contentsOf: bytes)
+        }
+        scheduleFlush()
+    }
+
+    func enqueue(_ event: EncodedEvent) {
+        outbound.append(contentsOf: event.head)
+        outbound.append(contentsOf: event.body)
+        scheduleFlush()
+    }
+
+    private func scheduleFlush() {
+        if !queuedForFlush && retryLength == nil {
+            queuedForFlush = true
+            worker.needsFlush(self)
+        }
+    }
+
+    /// Queues `bytes`, then closes in order once everything queued has been written.
+    func enqueueAndClose(_ bytes: [UInt8]) {
+        enqueue(bytes)
+        closeWhenFlushed = true
+    }
+
+    /// Writes queued output until done or the socket is full.
+    func flush() {
+        if isClosed { return }
+        while outboundSent < outbound.count {
+            let length = retryLength ?? (outbound.count - outboundSent)
+            let start = outboundSent
+            let result = outbound.withUnsafeBytes { transport.write(UnsafeRawBufferPointer(rebasing: $0[start..<(start + length)])) }
+            switch result {
+            case .done(let n):
+                outboundSent += n
+                retryLength = nil
+            case .wantWrite:
+                retryLength = length
+                worker.loop.setInterest(fd: transport.fd, [.readable, .writable])
+                return
+            case .wantRead:
+                retryLength = length
+                writeWantsRead = true
+                return
+            case .closed, .failed:
+                close()
+                return
+            }
+        }
+        // Drained: give the memory back, most streams sit idle between events.
+        outbound = []
+        outboundSent = 0
+        worker.loop.setInterest(fd: transport.fd, .readable)
+        if closeWhenFlushed {
+            transport.shutdownOutput()
+            close()
+        }
+    }
+
+    // MARK: Closing
+
+    /// Closes at once: unregisters, frees the transport, tells the subclass. Idempotent.
+    func close() {
+        if isClosed { return }
+        isClosed = true
+        worker.loop.unregister(fd: transport.fd)
+        transport.close()
+        outbound = []
+        worker.forget(self)
+        didClose()
+    }
+
+    /// Sends a close_notify (or half-close) after what is queued, then closes.
+    func closeGracefully() {
+        if isClosed { return }
+        closeWhenFlushed = true
+        flush()
+        if !isClosed {
+            transport.shutdownOutput()
+            close()
+        }
+    }
+}

@@ -1,0 +1,124 @@
+public import Logging
+public import QriLoop
+import QriTLS
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The addresses a started gateway listens on.
+public struct BoundAddresses: Sendable {
+    public let `public`: SocketAddress
+    public let admin: SocketAddress
+    public let ingest: SocketAddress?
+
+    /// The fixed, greppable start-up line.
+    public var logLine: String {
+        "listening public=\(self.public) admin=\(admin) ingest=\(ingest.map { "\($0)" } ?? "off")"
+    }
+}
+
+/// A whole Qri gateway: its loops and their threads, the listeners on each, the shared
+/// registry. Made from a validated configuration; `start()` binds and serves,
+/// `shutdown()` stops.
+public final class Gateway: @unchecked Sendable {
+    let core: GatewayCore
+    private var workers: [LoopWorker] = []
+    private var threads: [LoopThread] = []
+    private let logger: Logger
+
+    /// Loads the certificate and sizes the limits; binds nothing yet.
+    public init(configuration: GatewayConfiguration, logger: Logger) throws(ConfigurationError) {
+        self.logger = logger
+        let tls: TLSContext
+        do {
+            tls = try TLSContext(certificateFile: configuration.certificateFile, keyFile: configuration.keyFile)
+        } catch {
+            throw ConfigurationError("cannot load certificate: \(error)")
+        }
+        let loops = configuration.threads ?? Gateway.coreCount()
+        let descriptorLimit = ProcessSetup.raiseDescriptorLimit()
+        // Keep descriptors for listeners, pollers, wake-ups, the state file and logs.
+        let reserve = 32 + 8 * loops
+        let maxConnections = configuration.maxConnections ?? min(100_000, max(descriptorLimit - reserve, 16))
+        let registry = Registry(
+            limits: .init(eventsPerPair: configuration.history, ttlNanoseconds: configuration.historyTTL.nanoseconds,
+                          memoryBytes: configuration.historyMemory),
+            loopCount: loops)
+        core = GatewayCore(configuration: configuration, registry: registry, metrics: GatewayMetrics(),
+                           logger: logger, tls: tls, maxConnections: maxConnections)
+        core.metrics.certExpiry.record(Double(tls.notAfter))
+        ProcessSetup.ignoreBrokenPipe()
+        logger.info("certificate loaded", metadata: ["subject": "\(tls.subject)", "not_after": "\(tls.notAfter)"])
+        logger.info("limits", metadata: ["threads": "\(loops)", "max_connections": "\(maxConnections)",
+                                         "descriptor_limit": "\(descriptorLimit)"])
+    }
+
+    public var configuration: GatewayConfiguration { core.configuration }
+
+    /// Binds every listener on every loop and starts the loop threads.
+    public func start() throws(SystemError) -> BoundAddresses {
+        let configuration = core.configuration
+        let loopCount = core.registry.limitsLoopCount
+        for i in 0..<loopCount {
+            workers.append(LoopWorker(loop: try EventLoop(index: i), gateway: core))
+        }
+        core.registry.attach(workers)
+        let publicAddress = try bind(configuration.listen, kind: .public)
+        let adminAddress = try bind(configuration.adminListen, kind: .admin)
+        let ingestAddress = try configuration.ingestListen.map { (a) throws(SystemError) in try bind(a, kind: .ingest) }
+        for worker in workers {
+            threads.append(LoopThread(name: "qri-loop-\(worker.index)") { worker.loop.run() })
+        }
+        return BoundAddresses(public: publicAddress, admin: adminAddress, ingest: ingestAddress)
+    }
+
+    /// One listening socket per loop on the same address (SO_REUSEPORT): the kernel spreads
+    /// connections over the loops. Port 0 is resolved by the first bind.
+    private func bind(_ address: SocketAddress, kind: GatewayMetrics.Listener) throws(SystemError) -> SocketAddress {
+        var resolved = address
+        for worker in workers {
+            let socket = try ListeningSocket(address: resolved, reusePort: true)
+            resolved = socket.address
+            try worker.listen(on: socket, kind: kind)
+        }
+        return resolved
+    }
+
+    /// Re-reads the certificate and key; on success new handshakes use them, on failure the
+    /// old ones stay. Returns whether it succeeded.
+    @discardableResult
+    public func reloadCertificate() -> Bool {
+        let configuration = core.configuration
+        do {
+            let tls = try TLSContext(certificateFile: configuration.certificateFile, keyFile: configuration.keyFile)
+            core.replaceTLSContext(tls)
+            core.metrics.certReloadsOK.increment()
+            core.metrics.certExpiry.record(Double(tls.notAfter))
+            logger.notice("certificate reloaded", metadata: ["subject": "\(tls.subject)", "not_after": "\(tls.notAfter)"])
+            return true
+        } catch {
+            core.metrics.certReloadsFailed.increment()
+            logger.error("certificate reload failed; keeping the old certificate", metadata: ["error": "\(error)"])
+            return false
+        }
+    }
+
+    /// Stops accepting, closes every connection with a close_notify, stops the loops and
+    /// waits for their threads.
+    public func shutdown() {
+        for worker in workers {
+            worker.loop.execute { worker.shutdown() }
+            worker.loop.stop()
+        }
+        for thread in threads { thread.join() }
+        threads = []
+    }
+
+    static func coreCount() -> Int {
+        #if canImport(Glibc)
+        return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        #else
+        return 1
+        #endif
+    }
+}

@@ -1,0 +1,71 @@
+public import QriLoop
+
+/// Who may read streams and call the admin API from a browser page.
+public enum CORSPolicy: Sendable, Equatable {
+    case anyOrigin
+    case origins([String])
+
+    /// The `Access-Control-Allow-Origin` (and `Vary`) headers for a request with `origin`.
+    public func headers(for origin: [UInt8]?) -> [(String, String)] {
+        switch self {
+        case .anyOrigin:
+            return [("Access-Control-Allow-Origin", "*")]
+        case .origins(let allowed):
+            let origin = origin.map { String(decoding: $0, as: UTF8.self) }
+            if let origin, allowed.contains(origin) {
+                return [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+            }
+            return [("Vary", "Origin")]
+        }
+    }
+
+    public func allows(_ origin: [UInt8]?) -> Bool {
+        switch self {
+        case .anyOrigin: return true
+        case .origins(let allowed): return origin.map { allowed.contains(String(decoding: $0, as: UTF8.self)) } ?? false
+        }
+    }
+}
+
+/// Every setting of a running gateway, validated. Built by `ConfigurationLoader` from flags,
+/// environment and config file; tests build it directly.
+public struct GatewayConfiguration: Sendable {
+    public var listen = SocketAddress(host: "0.0.0.0", port: 8443)
+    public var adminListen = SocketAddress(host: "127.0.0.1", port: 9443)
+    /// nil when the ingest listener is off.
+    public var ingestListen: SocketAddress? = SocketAddress(host: "127.0.0.1", port: 5679)
+    public var certificateFile = "certs/server.crt"
+    public var keyFile = "certs/server.key"
+    public var adminTokenFile: String?
+    /// The admin bearer token; nil when none is configured. Never logged.
+    public var adminToken: [UInt8]?
+    public var adminPlaintext = false
+    public var corsOrigins = CORSPolicy.anyOrigin
+    public var tickInterval: Double = 30
+    public var heraldInterval: Double = 30
+    public var history = 64
+    public var historyTTL: Double = 300
+    public var historyMemory = 64 << 20
+    /// nil: one per core.
+    public var threads: Int?
+    /// nil: 100,000 or the descriptor limit less a reserve, whichever is lower.
+    public var maxConnections: Int?
+    public var maxHeaderBytes = 8 << 10
+    public var maxBodyBytes = 1 << 20
+    public var maxFrameBytes = 1 << 20
+    public var streamBufferBytes = 4 << 20
+    public var headerTimeout: Double = 10
+    public var handshakeTimeout: Double = 10
+    public var idleTimeout: Double = 60
+    public var shutdownTimeout: Double = 5
+    public var stateFile = "state/backdoor.json"
+    public var logLevel = "info"
+    /// What the browser waits before reconnecting, sent as the stream's `retry:` field.
+    public var retryMilliseconds = 2000
+
+    public init() {}
+}
+
+extension Double {
+    var nanoseconds: UInt64 { UInt64((self * 1e9).rounded()) }
+}

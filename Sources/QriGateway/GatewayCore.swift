@@ -1,0 +1,78 @@
+import Logging
+import QriHTTP
+import QriLoop
+import QriTLS
+import Synchronization
+
+/// What every loop of a gateway shares: settings, the registry, metrics, the TLS context in
+/// use, and the count of open connections. Thread-safe.
+final class GatewayCore: Sendable {
+    let configuration: GatewayConfiguration
+    let registry: Registry
+    let metrics: GatewayMetrics
+    let logger: Logger
+    let maxConnections: Int
+
+    private let currentTLS: Mutex<TLSContext>
+    private let openConnections = Atomic<Int>(0)
+
+    init(configuration: GatewayConfiguration, registry: Registry, metrics: GatewayMetrics, logger: Logger,
+         tls: TLSContext, maxConnections: Int) {
+        self.configuration = configuration
+        self.registry = registry
+        self.metrics = metrics
+        self.logger = logger
+        self.maxConnections = maxConnections
+        currentTLS = Mutex(tls)
+    }
+
+    /// The context new handshakes use; rotation swaps it.
+    var tlsContext: TLSContext { currentTLS.withLock { $0 } }
+
+    func replaceTLSContext(_ context: TLSContext) {
+        currentTLS.withLock { $0 = context }
+    }
+
+    /// Counts a new connection in, or says no when the limit is reached.
+    func admitConnection() -> Bool {
+        let before = openConnections.wrappingAdd(1, ordering: .relaxed).oldValue
+        if before >= maxConnections {
+            openConnections.wrappingSubtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    func releaseConnection() {
+        openConnections.wrappingSubtract(1, ordering: .relaxed)
+    }
+
+    func timeout(_ kind: LoopWorker.TimeoutKind) -> UInt64 {
+        switch kind {
+        case .handshake: return configuration.handshakeTimeout.nanoseconds
+        case .header: return configuration.headerTimeout.nanoseconds
+        case .idle: return configuration.idleTimeout.nanoseconds
+        }
+    }
+
+    /// Routes one message from any source: to its pair's streams and history.
+    @discardableResult
+    func route(_ message: some Collection<UInt8>, to pair: PairKey, source: GatewayMetrics.Source) -> Registry.Routed {
+        metrics.received(source)
+        let routed = registry.route(message, to: pair)
+        if routed.streams == 0 { metrics.messagesWithoutStream.increment() }
+        return routed
+    }
+
+    func tickEvent(id: UInt64) -> EncodedEvent {
+        var head: [UInt8] = []
+        SSEEncoder.appendIDLine(id, to: &head)
+        return EncodedEvent(id: id, head: head, body: Self.tickBody)
+    }
+
+    private static let tickBody: [UInt8] = {
+        var body: [UInt8] = []
+        SSEEncoder.appendBody(data: Array("Tick".utf8), to: &body)
+        return body
+    }()
+}

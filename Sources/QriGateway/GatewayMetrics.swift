@@ -1,0 +1,48 @@
+import Metrics
+
+/// The gateway's metric series (SPEC.md "Observability"), made once through swift-metrics and
+/// exported by whatever backend the process bootstraps (Prometheus on the admin listener).
+public final class GatewayMetrics: Sendable {
+    public enum Listener: String, Sendable, CaseIterable { case `public`, admin, ingest }
+    public enum Source: String, Sendable, CaseIterable { case ingest, publish, backdoor }
+    public enum EventKind: String, Sendable, CaseIterable { case message, herald, tick, replay, gap }
+    public enum RejectReason: String, Sendable, CaseIterable {
+        case maxConnections = "max_connections", headerTimeout = "header_timeout"
+        case handshakeTimeout = "handshake_timeout", idleTimeout = "idle_timeout"
+        case headerTooLarge = "header_too_large", bodyTooLarge = "body_too_large"
+        case badRequest = "bad_request", badFrame = "bad_frame"
+    }
+
+    private let connections: [Meter]
+    let streams = Meter(label: "qri_streams")
+    let pairs = Gauge(label: "qri_pairs")
+    private let received: [Counter]
+    private let delivered: [Counter]
+    let messagesWithoutStream = Counter(label: "qri_messages_without_stream_total")
+    let slowStreamsClosed = Counter(label: "qri_slow_streams_closed_total")
+    private let rejected: [Counter]
+    let handshakesOK = Counter(label: "qri_tls_handshakes_total", dimensions: [("result", "ok")])
+    let handshakesFailed = Counter(label: "qri_tls_handshakes_total", dimensions: [("result", "failed")])
+    let certReloadsOK = Counter(label: "qri_cert_reloads_total", dimensions: [("result", "ok")])
+    let certReloadsFailed = Counter(label: "qri_cert_reloads_total", dimensions: [("result", "failed")])
+    let certExpiry = Gauge(label: "qri_cert_expiry_timestamp_seconds")
+
+    public init() {
+        connections = Listener.allCases.map { Meter(label: "qri_connections", dimensions: [("listener", $0.rawValue)]) }
+        received = Source.allCases.map { Counter(label: "qri_messages_received_total", dimensions: [("source", $0.rawValue)]) }
+        delivered = EventKind.allCases.map { Counter(label: "qri_events_delivered_total", dimensions: [("kind", $0.rawValue)]) }
+        rejected = RejectReason.allCases.map { Counter(label: "qri_connections_rejected_total", dimensions: [("reason", $0.rawValue)]) }
+    }
+
+    public func connectionOpened(_ listener: Listener) { connections[index(listener)].increment() }
+    public func connectionClosed(_ listener: Listener) { connections[index(listener)].decrement() }
+    public func received(_ source: Source) { received[index(source)].increment() }
+    public func delivered(_ kind: EventKind, count: Int = 1) {
+        if count > 0 { delivered[index(kind)].increment(by: Int64(count)) }
+    }
+    public func rejected(_ reason: RejectReason) { rejected[index(reason)].increment() }
+
+    private func index<T: CaseIterable & Equatable>(_ value: T) -> Int {
+        T.allCases.firstIndex(of: value).map { T.allCases.distance(from: T.allCases.startIndex, to: $0) } ?? 0
+    }
+}

@@ -1,0 +1,234 @@
+import DequeModule
+import Logging
+import QriHTTP
+import QriLoop
+
+/// The gateway's share of one event loop: its listening sockets, its connections, the streams
+/// it holds indexed by pair, their ticks, and the timeouts of its connections.
+///
+/// Threading: confined to its loop's thread. Other threads reach it only through
+/// `deliver(_:to:)` (the registry, under its lock) and `loop.execute`, which queue work.
+final class LoopWorker: EventSink, @unchecked Sendable {
+    enum TimeoutKind: Int, CaseIterable { case handshake, header, idle }
+
+    let loop: EventLoop
+    let gateway: GatewayCore
+    var index: Int { loop.index }
+
+    /// One read buffer for every connection of this loop: connections keep only what they
+    /// have not consumed.
+    let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
+
+    private var acceptors: [Acceptor] = []
+    private var connections: [ObjectIdentifier: Connection] = [:]
+    private var streamsByPair: [PairKey: [StreamConnection]] = [:]
+    private var flushQueue: [Connection] = []
+    private var timeouts: [Deque<(connection: Connection, deadline: UInt64)>] =
+        Array(repeating: Deque(), count: TimeoutKind.allCases.count)
+    private(set) var streamCount = 0
+
+    init(loop: EventLoop, gateway: GatewayCore) {
+        self.loop = loop
+        self.gateway = gateway
+        loop.beforeSleep { [unowned self] in self.flushAll() }
+        loop.every(nanoseconds: 100_000_000) { [unowned self] in self.expireTimeouts() }
+        loop.every(nanoseconds: gateway.configuration.tickInterval.nanoseconds) { [unowned self] in self.tick() }
+        if index == 0 {
+            loop.every(nanoseconds: 1_000_000_000) { [unowned self] in self.gateway.registry.expireHistories() }
+        }
+    }
+
+    deinit { readBuffer.deallocate() }
+
+    // MARK: Listening
+
+    func listen(on socket: ListeningSocket, kind: GatewayMetrics.Listener) throws(SystemError) {
+        let acceptor = Acceptor(socket: socket, kind: kind, worker: self)
+        try loop.register(fd: socket.fd, interest: .readable, handler: acceptor)
+        acceptors.append(acceptor)
+    }
+
+    func accepted(fd: Int32, kind: GatewayMetrics.Listener) {
+        guard gateway.admitConnection() else {
+            gateway.metrics.rejected(.maxConnections)
+            PlainTransport(fd: fd).close()
+            return
+        }
+        let connection: Connection
+        switch kind {
+        case .public:
+            guard let tls = gateway.tlsContext.makeConnection(fd: fd) else {
+                gateway.releaseConnection()
+                PlainTransport(fd: fd).close()
+                return
+            }
+            connection = StreamConnection(worker: self, transport: tls)
+        case .ingest:
+            connection = IngestConnection(worker: self, transport: PlainTransport(fd: fd))
+        case .admin:
+            if gateway.configuration.adminPlaintext {
+                connection = AdminConnection(worker: self, transport: PlainTransport(fd: fd), tls: false)
+            } else {
+                guard let tls = gateway.tlsContext.makeConnection(fd: fd) else {
+                    gateway.releaseConnection()
+                    PlainTransport(fd: fd).close()
+                    return
+                }
+                connection = AdminConnection(worker: self, transport: tls, tls: true)
+            }
+        }
+        do {
+            try loop.register(fd: fd, interest: .readable, handler: connection)
+        } catch {
+            gateway.releaseConnection()
+            connection.transport.close()
+            return
+        }
+        connections[ObjectIdentifier(connection)] = connection
+        gateway.metrics.connectionOpened(kind)
+        connection.start()
+    }
+
+    /// Called by a connection as it closes.
+    func forget(_ connection: Connection) {
+        if connections.removeValue(forKey: ObjectIdentifier(connection)) != nil {
+            gateway.releaseConnection()
+            gateway.metrics.connectionClosed(connection.listener)
+        }
+    }
+
+    // MARK: Output
+
+    func needsFlush(_ connection: Connection) {
+        flushQueue.append(connection)
+    }
+
+    private func flushAll() {
+        while !flushQueue.isEmpty {
+            let batch = flushQueue
+            flushQueue.removeAll(keepingCapacity: true)
+            for connection in batch {
+                connection.queuedForFlush = false
+                connection.flush()
+            }
+        }
+    }
+
+    // MARK: Streams
+
+    func addStream(_ stream: StreamConnection) {
+        streamsByPair[stream.pair, default: []].append(stream)
+        streamCount += 1
+        gateway.metrics.streams.increment()
+    }
+
+    func removeStream(_ stream: StreamConnection) {
+        guard var list = streamsByPair[stream.pair], let i = list.firstIndex(where: { $0 === stream }) else { return }
+        list.remove(at: i)
+        streamsByPair[stream.pair] = list.isEmpty ? nil : list
+        streamCount -= 1
+        gateway.metrics.streams.decrement()
+    }
+
+    /// The registry hands an event for `pair` to this loop. Runs on the routing thread.
+    func deliver(_ event: EncodedEvent, to pair: PairKey) {
+        loop.execute { [self] in
+            guard let streams = streamsByPair[pair] else { return }
+            var count = 0
+            for stream in streams where stream.sendLive(event) { count += 1 }
+            gateway.metrics.delivered(.message, count: count)
+        }
+    }
+
+    /// Sends every stream of this loop the same event (ticks and broadcasts).
+    func broadcast(_ event: EncodedEvent, kind: GatewayMetrics.EventKind) {
+        var count = 0
+        for streams in streamsByPair.values {
+            for stream in streams where stream.sendLive(event) { count += 1 }
+        }
+        gateway.metrics.delivered(kind, count: count)
+    }
+
+    private func tick() {
+        guard streamCount > 0 else { return }
+        let id = gateway.registry.issueID()
+        // Events routed before this id must reach the streams before the tick does, or a
+        // client resuming from the tick's id would miss them.
+        loop.runQueuedTasks()
+        broadcast(gateway.tickEvent(id: id), kind: .tick)
+    }
+
+    // MARK: Timeouts
+
+    /// Arms `connection`'s timeout of `kind`, replacing any armed one.
+    func arm(_ connection: Connection, _ kind: TimeoutKind) {
+        let deadline = Clock.monotonicNanoseconds() + gateway.timeout(kind)
+        connection.deadline = deadline
+        connection.timeoutKind = kind
+        // Durations are fixed per kind, so each queue stays in deadline order.
+        timeouts[kind.rawValue].append((connection, deadline))
+    }
+
+    func disarm(_ connection: Connection) {
+        connection.deadline = 0
+    }
+
+    private func expireTimeouts() {
+        let now = Clock.monotonicNanoseconds()
+        for kind in TimeoutKind.allCases {
+            while let first = timeouts[kind.rawValue].first, first.deadline <= now {
+                timeouts[kind.rawValue].removeFirst()
+                let connection = first.connection
+                guard !connection.isClosed, connection.deadline == first.deadline else { continue }
+                connection.deadline = 0
+                switch kind {
+                case .handshake: gateway.metrics.rejected(.handshakeTimeout)
+                case .header: gateway.metrics.rejected(.headerTimeout)
+                case .idle: gateway.metrics.rejected(.idleTimeout)
+                }
+                connection.didTimeOut()
+            }
+        }
+    }
+
+    // MARK: Shutdown
+
+    /// Stops accepting and closes every connection in order (TLS close_notify).
+    func shutdown() {
+        for acceptor in acceptors {
+            loop.unregister(fd: acceptor.socket.fd)
+            acceptor.socket.close()
+        }
+        acceptors = []
+        for connection in Array(connections.values) {
+            connection.closeGracefully()
+        }
+    }
+}
+
+/// Accepts connections from one listening socket for its loop.
+final class Acceptor: ReadinessHandler {
+    let socket: ListeningSocket
+    let kind: GatewayMetrics.Listener
+    unowned let worker: LoopWorker
+
+    init(socket: ListeningSocket, kind: GatewayMetrics.Listener, worker: LoopWorker) {
+        self.socket = socket
+        self.kind = kind
+        self.worker = worker
+    }
+
+    func loopDidReport(readable: Bool, writable: Bool) {
+        // A bounded batch per pass keeps one busy listener from starving the others.
+        for _ in 0..<64 {
+            do {
+                guard let fd = try socket.accept() else { return }
+                worker.accepted(fd: fd, kind: kind)
+            } catch {
+                // EMFILE and friends: the connection stays queued; try again next pass.
+                worker.gateway.logger.warning("accept failed", metadata: ["listener": "\(kind.rawValue)", "error": "\(error)"])
+                return
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+import QriHTTP
+import QriLoop
+
+/// A connection on the public listener: one request, then, for `GET /stream`, an event
+/// stream for one (peer, checksum) until either side closes. Every other answer closes the
+/// connection, since browsers never retry after a non-200.
+final class StreamConnection: Connection {
+    private enum State { case readingHead, streaming, answered }
+
+    private var state = State.readingHead
+    private var parser: RequestHeadParser
+    private var headBytes: [UInt8] = []
+    private(set) var pair = PairKey(peer: [], checksum: [])
+    /// Live events with an id up to this one are not for this stream (replayed, or older).
+    private var startID: UInt64 = 0
+
+    init(worker: LoopWorker, transport: any Transport) {
+        parser = RequestHeadParser(limit: worker.gateway.configuration.maxHeaderBytes)
+        super.init(worker: worker, transport: transport, listener: .public, tls: true)
+    }
+
+    override func didBecomeReady() {
+        worker.arm(self, .header)
+    }
+
+    override func didRead(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        // Once streaming, whatever the client sends is read only to notice when it leaves.
+        guard state == .readingHead else { return true }
+        headBytes.append(contentsOf: bytes)
+        switch headBytes.withUnsafeBytes({ parser.parse($0) }) {
+        case .incomplete:
+            return true
+        case .failed(let error):
+            reject(error)
+            return false
+        case .complete(let head, _):
+            headBytes = []
+            worker.disarm(self)
+            respond(to: head)
+            return true
+        }
+    }
+
+    override func didClose() {
+        if state == .streaming {
+            worker.gateway.registry.closeStream(pair, loop: worker.index)
+            worker.removeStream(self)
+        }
+    }
+
+    /// Queues a live event unless it predates the stream; closes the stream when its client
+    /// reads too slowly. Returns whether the event was queued.
+    func sendLive(_ event: EncodedEvent) -> Bool {
+        guard state == .streaming, event.id > startID, !isClosed else { return false }
+        enqueue(event)
+        if pendingOutputBytes > worker.gateway.configuration.streamBufferBytes {
+            worker.gateway.metrics.slowStreamsClosed.increment()
+            close()
+            return false
+        }
+        return true
+    }
+
+    // MARK: Answering
+
+    private func reject(_ error: HTTPError) {
+        switch error {
+        case .headerTooLarge: worker.gateway.metrics.rejected(.headerTooLarge)
+        default: worker.gateway.metrics.rejected(.badRequest)
+        }
+        answer(error.status, error.reason)
+    }
+
+    private func answer(_ status: HTTPStatus, _ text: String, headers: [(String, String)] = []) {
+        state = .answered
+        var all = headers
+        all.append(("Content-Type", "text/plain; charset=utf-8"))
+        all.append(("Connection", "close"))
+        enqueueAndClose(ResponseHead.complete(status, headers: all, body: Array((text + "\n").utf8)))
+    }
+
+    private func respond(to head: RequestHead) {
+        if case .failure(let error) = head.bodyFraming() { return reject(error) }
+        guard head.pathIs("/stream") else { return answer(.notFound, "not found") }
+        let cors = worker.gateway.configuration.corsOrigins.headers(for: head.header("origin"))
+        if head.methodIs("OPTIONS") {
+            state = .answered
+            var headers = cors
+            headers += [("Access-Control-Allow-Methods", "GET, OPTIONS"),
+                        ("Access-Control-Allow-Headers", "Last-Event-ID, Cache-Control"),
+                        ("Access-Control-Max-Age", "86400"), ("Allow", "GET, OPTIONS"), ("Connection", "close")]
+            return enqueueAndClose(ResponseHead.complete(.noContent, headers: headers, body: []))
+        }
+        guard head.methodIs("GET") else {
+            return answer(.methodNotAllowed, "method not allowed", headers: [("Allow", "GET, OPTIONS")])
+        }
+        let query = QueryString(head.query, plusIsSpace: false)
+        guard let peer = query.value("p"), !peer.isEmpty else { return answer(.badRequest, "missing parameter p") }
+        guard let checksum = query.value("s"), !checksum.isEmpty else { return answer(.badRequest, "missing parameter s") }
+        let lastEventID = head.header("last-event-id").flatMap(SSEEncoder.parseID)
+            ?? query.value("lastEventId").flatMap(SSEEncoder.parseID)
+        startStream(PairKey(peer: peer, checksum: checksum), lastEventID: lastEventID, cors: cors)
+    }
+
+    private func startStream(_ pair: PairKey, lastEventID: UInt64?, cors: [(String, String)]) {
+        let gateway = worker.gateway
+        let start = gateway.registry.openStream(pair, loop: worker.index, lastEventID: lastEventID)
+        self.pair = pair
+        startID = start.tickID
+        state = .streaming
+        worker.addStream(self)
+
+        var response = ResponseHead(.ok, headers: [
+            ("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
+            ("X-Accel-Buffering", "no"), ("Connection", "keep-alive"),
+        ])
+        response.headers += cors
+        var out = response.serialized()
+        SSEEncoder.appendRetry(milliseconds: gateway.configuration.retryMilliseconds, to: &out)
+        // On a resumed stream the events before the replay carry the requested id, so a client
+        // that drops before the replay resumes from the same point.
+        let leadID = lastEventID ?? start.tickID
+        SSEEncoder.appendEvent(id: leadID, data: Array("Tick".utf8), to: &out)
+        gateway.metrics.delivered(.tick)
+        if start.gap, let lastEventID {
+            var requested: [UInt8] = []
+            SSEEncoder.appendHex(lastEventID, to: &requested)
+            SSEEncoder.appendEvent(id: lastEventID, name: Array("gap".utf8), data: requested, to: &out)
+            gateway.metrics.delivered(.gap)
+        }
+        for event in start.replay {
+            out += event.head
+            out += event.body
+        }
+        gateway.metrics.delivered(.replay, count: start.replay.count)
+        enqueue(out)
+    }
+}

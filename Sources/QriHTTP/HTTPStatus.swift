@@ -1,0 +1,24 @@
+/// The response statuses Qri sends, with their reason phrases.
+public struct HTTPStatus: Equatable, Sendable {
+    public let code: Int
+    public let phrase: String
+
+    public init(_ code: Int, _ phrase: String) {
+        self.code = code
+        self.phrase = phrase
+    }
+
+    public static let ok = HTTPStatus(200, "OK")
+    public static let accepted = HTTPStatus(202, "Accepted")
+    public static let noContent = HTTPStatus(204, "No Content")
+    public static let badRequest = HTTPStatus(400, "Bad Request")
+    public static let unauthorized = HTTPStatus(401, "Unauthorized")
+    public static let notFound = HTTPStatus(404, "Not Found")
+    public static let methodNotAllowed = HTTPStatus(405, "Method Not Allowed")
+    public static let contentTooLarge = HTTPStatus(413, "Content Too Large")
+    public static let unsupportedMediaType = HTTPStatus(415, "Unsupported Media Type")
+    public static let headerFieldsTooLarge = HTTPStatus(431, "Request Header Fields Too Large")
+    public static let internalServerError = HTTPStatus(500, "Internal Server Error")
+    public static let notImplemented = HTTPStatus(501, "Not Implemented")
+    public static let httpVersionNotSupported = HTTPStatus(505, "HTTP Version Not Supported")
+}

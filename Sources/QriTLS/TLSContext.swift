@@ -1,0 +1,101 @@
+import CQriOpenSSL
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A server TLS configuration: certificate chain, key and settings, as one OpenSSL `SSL_CTX`.
+///
+/// Immutable once made (openssl-threads(7): a context must not change after use), so it is
+/// safe to share between loop threads. Rotation makes a new one; connections keep a
+/// reference to the context they started with, so the old one lives until they end.
+public final class TLSContext: @unchecked Sendable {
+    let context: OpaquePointer
+    /// The certificate's subject, one line, for logs.
+    public let subject: String
+    /// The certificate's notAfter, in seconds since the Unix epoch.
+    public let notAfter: Int64
+
+    // Mozilla "intermediate" (guidelines 6.0): AEAD with forward secrecy only.
+    private static let tls12Ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+    private static let tls13Suites = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+
+    /// Reads and checks `certificateFile` (PEM, leaf first, then its chain) and `keyFile`.
+    public init(certificateFile: String, keyFile: String) throws(TLSError) {
+        ERR_clear_error()
+        guard let ctx = SSL_CTX_new(TLS_server_method()) else { throw TLSError("SSL_CTX_new") }
+        do throws(TLSError) {
+            try Self.configure(ctx)
+            guard SSL_CTX_use_certificate_chain_file(ctx, certificateFile) == 1 else {
+                throw TLSError("reading certificate \(certificateFile)")
+            }
+            guard SSL_CTX_use_PrivateKey_file(ctx, keyFile, SSL_FILETYPE_PEM) == 1 else {
+                throw TLSError("reading key \(keyFile)")
+            }
+            guard SSL_CTX_check_private_key(ctx) == 1 else {
+                throw TLSError("key \(keyFile) does not match certificate \(certificateFile)")
+            }
+        } catch {
+            SSL_CTX_free(ctx)
+            throw error
+        }
+        context = ctx
+        let certificate = SSL_CTX_get0_certificate(ctx)
+        subject = Self.subjectLine(certificate)
+        notAfter = Self.notAfter(certificate)
+    }
+
+    deinit { SSL_CTX_free(context) }
+
+    private static func configure(_ ctx: OpaquePointer) throws(TLSError) {
+        guard cqri_SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) == 1,
+              cqri_SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) == 1 else {
+            throw TLSError("setting protocol versions")
+        }
+        SSL_CTX_set_options(ctx, cqri_SSL_OP_NO_RENEGOTIATION() | cqri_SSL_OP_NO_COMPRESSION()
+            | cqri_SSL_OP_IGNORE_UNEXPECTED_EOF())
+        guard SSL_CTX_set_cipher_list(ctx, tls12Ciphers) == 1,
+              SSL_CTX_set_ciphersuites(ctx, tls13Suites) == 1 else {
+            throw TLSError("setting ciphers")
+        }
+        // X25519MLKEM768 is unknown to OpenSSL 3.0; fall back to the classic groups there.
+        if cqri_SSL_CTX_set1_groups_list(ctx, "X25519MLKEM768:X25519:prime256v1:secp384r1") != 1 {
+            ERR_clear_error()
+            guard cqri_SSL_CTX_set1_groups_list(ctx, "X25519:prime256v1:secp384r1") == 1 else {
+                throw TLSError("setting groups")
+            }
+        }
+        // Most SSE connections are idle: releasing their buffers saves ~34 KB each.
+        _ = cqri_SSL_CTX_set_mode(ctx, Int(SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
+            | SSL_MODE_RELEASE_BUFFERS))
+        _ = cqri_SSL_CTX_set_session_cache_mode(ctx, Int(SSL_SESS_CACHE_SERVER))
+        _ = cqri_SSL_CTX_sess_set_cache_size(ctx, 20_000)
+        let sessionContext: [UInt8] = Array("qri".utf8)
+        _ = SSL_CTX_set_session_id_context(ctx, sessionContext, UInt32(sessionContext.count))
+        cqri_SSL_CTX_use_http11_alpn(ctx)
+    }
+
+    private static func subjectLine(_ certificate: OpaquePointer?) -> String {
+        guard let certificate, let name = X509_get_subject_name(certificate),
+              let line = X509_NAME_oneline(name, nil, 0) else { return "?" }
+        defer { cqri_OPENSSL_free(line) }
+        return String(cString: line)
+    }
+
+    private static func notAfter(_ certificate: OpaquePointer?) -> Int64 {
+        guard let certificate, let time = X509_get0_notAfter(certificate) else { return 0 }
+        var parts = tm()
+        guard ASN1_TIME_to_tm(time, &parts) == 1 else { return 0 }
+        return Int64(timegm(&parts))
+    }
+
+    /// A server-side connection over the connected, non-blocking socket `fd`, which it owns.
+    public func makeConnection(fd: Int32) -> TLSTransport? {
+        guard let ssl = SSL_new(context) else {
+            ERR_clear_error()
+            return nil
+        }
+        SSL_set_fd(ssl, fd)
+        SSL_set_accept_state(ssl)
+        return TLSTransport(ssl: ssl, fd: fd)
+    }
+}

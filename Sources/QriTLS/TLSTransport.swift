@@ -1,0 +1,99 @@
+import CQriOpenSSL
+public import QriLoop
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One server-side TLS connection: an OpenSSL `SSL` over a non-blocking socket it owns.
+///
+/// Confined to one loop thread: OpenSSL's error queue is per thread, so each operation clears
+/// it first and classifies the result right after, on the same thread.
+public final class TLSTransport: Transport {
+    private var ssl: OpaquePointer?
+    public private(set) var fd: Int32
+    /// Set once the connection failed at the TLS level: no close_notify may follow.
+    private var broken = false
+    private var handshakeDone = false
+
+    init(ssl: OpaquePointer, fd: Int32) {
+        self.ssl = ssl
+        self.fd = fd
+    }
+
+    deinit { close() }
+
+    public func handshake() -> IOResult {
+        guard let ssl else { return .failed("closed") }
+        ERR_clear_error()
+        let r = SSL_do_handshake(ssl)
+        if r == 1 {
+            handshakeDone = true
+            return .done(0)
+        }
+        return classify(ssl, r)
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
+        guard let ssl else { return .failed("closed") }
+        ERR_clear_error()
+        var count = 0
+        if SSL_read_ex(ssl, buffer.baseAddress, buffer.count, &count) == 1 { return .done(count) }
+        return classify(ssl, 0)
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) -> IOResult {
+        guard let ssl else { return .failed("closed") }
+        ERR_clear_error()
+        var count = 0
+        if SSL_write_ex(ssl, bytes.baseAddress, bytes.count, &count) == 1 { return .done(count) }
+        return classify(ssl, 0)
+    }
+
+    public var hasBufferedInput: Bool {
+        guard let ssl else { return false }
+        return SSL_has_pending(ssl) == 1
+    }
+
+    /// The negotiated protocol, e.g. "TLSv1.3".
+    public var protocolVersion: String {
+        guard let ssl, let name = SSL_get_version(ssl) else { return "?" }
+        return String(cString: name)
+    }
+
+    public func shutdownOutput() {
+        // Never after a fatal error or during the handshake (SSL_shutdown(3)).
+        guard let ssl, !broken, handshakeDone else { return }
+        ERR_clear_error()
+        _ = SSL_shutdown(ssl)
+        ERR_clear_error()
+    }
+
+    public func close() {
+        if let ssl {
+            SSL_free(ssl)
+            self.ssl = nil
+        }
+        if fd >= 0 {
+            Glibc.close(fd)
+            fd = -1
+        }
+    }
+
+    private func classify(_ ssl: OpaquePointer, _ result: Int32) -> IOResult {
+        let code = SSL_get_error(ssl, result)
+        switch code {
+        case SSL_ERROR_WANT_READ: return .wantRead
+        case SSL_ERROR_WANT_WRITE: return .wantWrite
+        case SSL_ERROR_ZERO_RETURN: return .closed
+        case SSL_ERROR_SYSCALL:
+            broken = true
+            let errno = errno
+            ERR_clear_error()
+            return errno == 0 ? .closed : .failed("socket error \(errno)")
+        default:
+            broken = true
+            // With SSL_OP_IGNORE_UNEXPECTED_EOF an EOF without close_notify reads as a close.
+            return .failed(TLSError.drainErrorQueue())
+        }
+    }
+}

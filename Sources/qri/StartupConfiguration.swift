@@ -1,0 +1,44 @@
+import QriGateway
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Turns flags, environment and files into a `GatewayConfiguration`, reading the files the
+/// options name (admin token).
+enum StartupConfiguration {
+    static func load(flags: [String: String], environment: [String: String]) throws(ConfigurationError) -> GatewayConfiguration {
+        var configuration = try ConfigurationLoader.load(flags: flags, environment: environment)
+        if let file = configuration.adminTokenFile {
+            guard let text = readFile(file) else { throw ConfigurationError("cannot read --admin-token-file \(file)") }
+            let token = text.trimmingCharacters()
+            guard !token.isEmpty else { throw ConfigurationError("--admin-token-file \(file) is empty") }
+            configuration.adminToken = Array(token.utf8)
+        } else if let token = environment["QRI_ADMIN_TOKEN"]?.trimmingCharacters(), !token.isEmpty {
+            configuration.adminToken = Array(token.utf8)
+        }
+        return configuration
+    }
+
+    static func readFile(_ path: String) -> String? {
+        guard let file = fopen(path, "rb") else { return nil }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = fread(&chunk, 1, chunk.count, file)
+            if n > 0 { bytes += chunk[..<n] }
+            if n < chunk.count { break }
+        }
+        if ferror(file) != 0 { return nil }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+extension String {
+    func trimmingCharacters() -> String {
+        var s = Substring(self)
+        while let c = s.first, c.isWhitespace { s = s.dropFirst() }
+        while let c = s.last, c.isWhitespace { s = s.dropLast() }
+        return String(s)
+    }
+}
