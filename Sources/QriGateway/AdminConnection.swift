@@ -1,13 +1,15 @@
 import QriHTTP
 import QriLoop
 
-/// A connection on the admin listener. (Minimal until the admin API lands: health only.)
+/// A connection on the admin listener: HTTP/1.1 keep-alive, pipelined requests answered in
+/// order, each bounded in head size, body size and time.
 final class AdminConnection: Connection {
-    private var parser: RequestHeadParser
-    private var headBytes: [UInt8] = []
+    private var reader: RequestReader
+    private var lingering = false
 
     init(worker: LoopWorker, transport: any Transport, tls: Bool) {
-        parser = RequestHeadParser(limit: worker.gateway.configuration.maxHeaderBytes)
+        let configuration = worker.gateway.configuration
+        reader = RequestReader(maxHeaderBytes: configuration.maxHeaderBytes, maxBodyBytes: configuration.maxBodyBytes)
         super.init(worker: worker, transport: transport, listener: .admin, tls: tls)
     }
 
@@ -16,21 +18,61 @@ final class AdminConnection: Connection {
     }
 
     override func didRead(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        headBytes.append(contentsOf: bytes)
-        switch headBytes.withUnsafeBytes({ parser.parse($0) }) {
-        case .incomplete:
-            return true
-        case .failed(let error):
-            enqueueAndClose(ResponseHead.complete(error.status, body: []))
-            return false
-        case .complete(let head, _):
-            worker.disarm(self)
-            if head.pathIs("/healthz") {
-                enqueueAndClose(ResponseHead.complete(.ok, headers: [("Content-Type", "text/plain")], body: Array("ok".utf8)))
-            } else {
-                enqueueAndClose(ResponseHead.complete(.unauthorized, headers: [("WWW-Authenticate", "Bearer")], body: []))
+        // After a 413 the rest of the body is read and dropped until the client closes, so
+        // that it sees the answer instead of a reset.
+        if lingering { return true }
+        reader.append(bytes)
+        while !isClosed && !lingering {
+            switch reader.next() {
+            case .needMore:
+                // The first byte of the next request starts its header timeout.
+                if reader.isMidRequest && timeoutKind == .idle && deadline != 0 { worker.arm(self, .header) }
+                return true
+            case .failed(let error):
+                fail(error)
+                return false
+            case .request(let request):
+                answer(request)
             }
-            return false
+        }
+        return !isClosed
+    }
+
+    private func answer(_ request: HTTPRequest) {
+        let response = worker.admin.handle(request)
+        let keepAlive = request.head.wantsKeepAlive
+        var head = ResponseHead(response.status, headers: response.headers)
+        if response.status != .noContent || !response.body.isEmpty {
+            head.add("Content-Length", String(response.body.count))
+        }
+        if !keepAlive { head.add("Connection", "close") }
+        let bytes = head.serialized() + (request.head.methodIs("HEAD") ? [] : response.body)
+        if keepAlive {
+            enqueue(bytes)
+            if reader.isMidRequest { worker.arm(self, .header) } else { worker.arm(self, .idle) }
+        } else {
+            enqueueAndClose(bytes)
+        }
+    }
+
+    private func fail(_ error: HTTPError) {
+        let metrics = worker.gateway.metrics
+        switch error {
+        case .headerTooLarge: metrics.rejected(.headerTooLarge)
+        case .bodyTooLarge: metrics.rejected(.bodyTooLarge)
+        default: metrics.rejected(.badRequest)
+        }
+        var head = ResponseHead(error.status, headers: [("Content-Type", "application/json"), ("Connection", "close")])
+        let body = JSON.error(error.reason)
+        head.add("Content-Length", String(body.count))
+        if error == .bodyTooLarge {
+            // Lingering close: answer, half-close, drop what still comes, close on EOF or
+            // after a short grace period.
+            lingering = true
+            enqueueAndHalfClose(head.serialized() + body)
+            worker.arm(self, .linger)
+        } else {
+            enqueueAndClose(head.serialized() + body)
         }
     }
 }

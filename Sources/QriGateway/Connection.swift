@@ -14,6 +14,8 @@ class Connection: ReadinessHandler {
     private var handshaking: Bool
     /// Close once the output queue is empty.
     private var closeWhenFlushed = false
+    /// Half-close once the output queue is empty, and close when the peer does.
+    private var halfCloseWhenFlushed = false
 
     // Output: bytes from `outboundSent` on are unsent. OpenSSL wants a retried write to
     // repeat the same bytes and length, so only append while a retry is pending.
@@ -145,6 +147,13 @@ class Connection: ReadinessHandler {
         closeWhenFlushed = true
     }
 
+    /// Queues `bytes`, then half-closes once they are written and keeps reading (and
+    /// dropping) until the peer closes or the linger timeout ends it.
+    func enqueueAndHalfClose(_ bytes: [UInt8]) {
+        enqueue(bytes)
+        halfCloseWhenFlushed = true
+    }
+
     /// Writes queued output until done or the socket is full.
     func flush() {
         if isClosed { return }
@@ -176,6 +185,9 @@ class Connection: ReadinessHandler {
         if closeWhenFlushed {
             transport.shutdownOutput()
             close()
+        } else if halfCloseWhenFlushed {
+            halfCloseWhenFlushed = false
+            transport.shutdownOutput()
         }
     }
 

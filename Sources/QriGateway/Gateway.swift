@@ -22,12 +22,15 @@ public struct BoundAddresses: Sendable {
 /// `shutdown()` stops.
 public final class Gateway: @unchecked Sendable {
     let core: GatewayCore
+    private let admin: AdminAPI
     private var workers: [LoopWorker] = []
     private var threads: [LoopThread] = []
     private let logger: Logger
 
     /// Loads the certificate and sizes the limits; binds nothing yet.
-    public init(configuration: GatewayConfiguration, logger: Logger) throws(ConfigurationError) {
+    /// - Parameter exportMetrics: renders `/metrics`; nil when no metrics backend is set up.
+    public init(configuration: GatewayConfiguration, logger: Logger,
+                exportMetrics: (@Sendable () -> [UInt8])? = nil) throws(ConfigurationError) {
         self.logger = logger
         let tls: TLSContext
         do {
@@ -46,6 +49,9 @@ public final class Gateway: @unchecked Sendable {
             loopCount: loops)
         core = GatewayCore(configuration: configuration, registry: registry, metrics: GatewayMetrics(),
                            logger: logger, tls: tls, maxConnections: maxConnections)
+        let stateFile = HeraldStateFile(path: configuration.stateFile)
+        registry.loadHeralds(try stateFile.load())
+        admin = AdminAPI(core: core, stateFile: stateFile, exportMetrics: exportMetrics)
         core.metrics.certExpiry.record(Double(tls.notAfter))
         ProcessSetup.ignoreBrokenPipe()
         logger.info("certificate loaded", metadata: ["subject": "\(tls.subject)", "not_after": "\(tls.notAfter)"])
@@ -60,7 +66,7 @@ public final class Gateway: @unchecked Sendable {
         let configuration = core.configuration
         let loopCount = core.registry.limitsLoopCount
         for i in 0..<loopCount {
-            workers.append(LoopWorker(loop: try EventLoop(index: i), gateway: core))
+            workers.append(LoopWorker(loop: try EventLoop(index: i), gateway: core, admin: admin))
         }
         core.registry.attach(workers)
         let publicAddress = try bind(configuration.listen, kind: .public)

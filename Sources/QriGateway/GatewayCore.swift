@@ -52,6 +52,7 @@ final class GatewayCore: Sendable {
         case .handshake: return configuration.handshakeTimeout.nanoseconds
         case .header: return configuration.headerTimeout.nanoseconds
         case .idle: return configuration.idleTimeout.nanoseconds
+        case .linger: return 2_000_000_000
         }
     }
 

@@ -9,10 +9,11 @@ import QriLoop
 /// Threading: confined to its loop's thread. Other threads reach it only through
 /// `deliver(_:to:)` (the registry, under its lock) and `loop.execute`, which queue work.
 final class LoopWorker: EventSink, @unchecked Sendable {
-    enum TimeoutKind: Int, CaseIterable { case handshake, header, idle }
+    enum TimeoutKind: Int, CaseIterable { case handshake, header, idle, linger }
 
     let loop: EventLoop
     let gateway: GatewayCore
+    let admin: AdminAPI
     var index: Int { loop.index }
 
     /// One read buffer for every connection of this loop: connections keep only what they
@@ -27,14 +28,18 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         Array(repeating: Deque(), count: TimeoutKind.allCases.count)
     private(set) var streamCount = 0
 
-    init(loop: EventLoop, gateway: GatewayCore) {
+    init(loop: EventLoop, gateway: GatewayCore, admin: AdminAPI) {
         self.loop = loop
         self.gateway = gateway
+        self.admin = admin
         loop.beforeSleep { [unowned self] in self.flushAll() }
         loop.every(nanoseconds: 100_000_000) { [unowned self] in self.expireTimeouts() }
         loop.every(nanoseconds: gateway.configuration.tickInterval.nanoseconds) { [unowned self] in self.tick() }
         if index == 0 {
             loop.every(nanoseconds: 1_000_000_000) { [unowned self] in self.gateway.registry.expireHistories() }
+            loop.every(nanoseconds: gateway.configuration.heraldInterval.nanoseconds) { [unowned self] in
+                self.gateway.registry.rebroadcastHeralds()
+            }
         }
     }
 
@@ -140,8 +145,16 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         }
     }
 
-    /// Sends every stream of this loop the same event (ticks and broadcasts).
-    func broadcast(_ event: EncodedEvent, kind: GatewayMetrics.EventKind) {
+    /// The registry hands stored-message events for every stream. Runs on the routing thread.
+    func broadcast(_ events: [EncodedEvent]) {
+        loop.execute { [self] in
+            for event in events { sendToAll(event, kind: .herald) }
+        }
+    }
+
+    /// Sends every stream of this loop the same event (ticks and broadcasts): one pass over
+    /// the loop's own streams, no lock.
+    private func sendToAll(_ event: EncodedEvent, kind: GatewayMetrics.EventKind) {
         var count = 0
         for streams in streamsByPair.values {
             for stream in streams where stream.sendLive(event) { count += 1 }
@@ -155,7 +168,7 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         // Events routed before this id must reach the streams before the tick does, or a
         // client resuming from the tick's id would miss them.
         loop.runQueuedTasks()
-        broadcast(gateway.tickEvent(id: id), kind: .tick)
+        sendToAll(gateway.tickEvent(id: id), kind: .tick)
     }
 
     // MARK: Timeouts
@@ -185,6 +198,7 @@ final class LoopWorker: EventSink, @unchecked Sendable {
                 case .handshake: gateway.metrics.rejected(.handshakeTimeout)
                 case .header: gateway.metrics.rejected(.headerTimeout)
                 case .idle: gateway.metrics.rejected(.idleTimeout)
+                case .linger: break
                 }
                 connection.didTimeOut()
             }

@@ -6,18 +6,25 @@ import Synchronization
 /// Where the registry hands events for the streams of one loop. Called under the registry's
 /// lock, so it must only queue work (never block, never call back into the registry).
 public protocol EventSink: Sendable {
+    /// Queues `event` for the loop's streams of `pair`.
     func deliver(_ event: EncodedEvent, to pair: PairKey)
+    /// Queues `events` for every stream of the loop (backdoor broadcasts).
+    func broadcast(_ events: [EncodedEvent])
 }
 
 /// How a new stream starts: what to replay, whether to announce a gap, and from which id on
 /// live events are its own.
 public struct StreamStart: Sendable {
-    /// A fresh id for the stream's first `Tick`; live events with larger ids go to the stream.
+    /// A fresh id for the stream's first `Tick`.
     public let tickID: UInt64
+    /// Live events with larger ids go to the stream; the others are replayed or predate it.
+    public let startID: UInt64
     /// History events newer than the requested Last-Event-ID, oldest first.
     public let replay: [EncodedEvent]
     /// Whether events newer than the requested id have left history (or may have).
     public let gap: Bool
+    /// The stored backdoor messages, ascending by type, to send right after the first Tick.
+    public let heralds: [EncodedEvent]
 }
 
 /// The one shared, thread-safe registry: which loops hold streams of each (peer, checksum),
@@ -73,6 +80,8 @@ public final class Registry: Sendable {
         var nextStamp: UInt64 = 0
         var expiry = Deque<(pair: PairKey, deadline: UInt64)>()
         var sinks: [any EventSink] = []
+        /// Stored backdoor messages by three-digit type; the body is `TTT<message>` encoded.
+        var heralds: [String: (message: [UInt8], body: [UInt8])] = [:]
     }
 
     public let limits: Limits
@@ -112,10 +121,7 @@ public final class Registry: Sendable {
         let now = Clock.monotonicNanoseconds()
         return state.withLock { state in
             let id = state.clock.next()
-            var head: [UInt8] = []
-            head.reserveCapacity(24)
-            SSEEncoder.appendIDLine(id, to: &head)
-            let event = EncodedEvent(id: id, head: head, body: body)
+            let event = EncodedEvent(id: id, head: Self.idLine(id), body: body)
             var entry = state.pairs[pair] ?? Pair(streamsPerLoop: Array(repeating: 0, count: loopCount),
                                                   createdAfter: state.clock.latest - 1, touched: now)
             for loop in 0..<loopCount where entry.streamsPerLoop[loop] > 0 {
@@ -148,6 +154,68 @@ public final class Registry: Sendable {
         }
     }
 
+    static func idLine(_ id: UInt64) -> [UInt8] {
+        var head: [UInt8] = []
+        head.reserveCapacity(24)
+        SSEEncoder.appendIDLine(id, to: &head)
+        return head
+    }
+
+    // MARK: Stored backdoor messages
+
+    /// Replaces every stored message (start-up, from the state file); broadcasts nothing.
+    public func loadHeralds(_ messages: [String: [UInt8]]) {
+        state.withLock { state in
+            state.heralds = [:]
+            for (type, message) in messages { state.heralds[type] = (message, Self.heraldBody(type: type, message: message)) }
+        }
+    }
+
+    /// Stores `message` under `type` and broadcasts `TTT<message>` to every stream.
+    public func storeHerald(type: String, message: [UInt8]) {
+        let body = Self.heraldBody(type: type, message: message)
+        state.withLock { state in
+            state.heralds[type] = (message, body)
+            Self.broadcast([body], &state)
+        }
+    }
+
+    /// Removes the message of `type` and broadcasts `TTTdelete` to every stream.
+    public func removeHerald(type: String) {
+        let body = Self.heraldBody(type: type, message: Array("delete".utf8))
+        state.withLock { state in
+            state.heralds[type] = nil
+            Self.broadcast([body], &state)
+        }
+    }
+
+    /// Sends every stored message to every stream again (the periodic herald).
+    public func rebroadcastHeralds() {
+        state.withLock { state in
+            guard !state.heralds.isEmpty else { return }
+            Self.broadcast(state.heralds.sorted { $0.key < $1.key }.map(\.value.body), &state)
+        }
+    }
+
+    /// The stored messages, ascending by type.
+    public func heralds() -> [(type: String, message: [UInt8])] {
+        state.withLock { $0.heralds.sorted { $0.key < $1.key }.map { ($0.key, $0.value.message) } }
+    }
+
+    private static func broadcast(_ bodies: [[UInt8]], _ state: inout State) {
+        let events = bodies.map { body in
+            let id = state.clock.next()
+            return EncodedEvent(id: id, head: idLine(id), body: body)
+        }
+        for sink in state.sinks { sink.broadcast(events) }
+    }
+
+    static func heraldBody(type: String, message: [UInt8]) -> [UInt8] {
+        var body: [UInt8] = []
+        SSEEncoder.appendBody(data: Array(type.utf8) + message, to: &body)
+        return body
+    }
+
     // MARK: Streams
 
     /// Registers a stream of `pair` on `loop`; with `lastEventID`, computes its replay.
@@ -155,6 +223,13 @@ public final class Registry: Sendable {
         let now = Clock.monotonicNanoseconds()
         return state.withLock { state in
             let tickID = state.clock.next()
+            // Each stored message gets its own id after the Tick's, or, on a resumed stream,
+            // the requested one.
+            let heralds = state.heralds.sorted { $0.key < $1.key }.map { stored in
+                let id = lastEventID ?? state.clock.next()
+                return EncodedEvent(id: id, head: Self.idLine(id), body: stored.value.body)
+            }
+            let startID = state.clock.latest
             var entry = state.pairs[pair] ?? Pair(streamsPerLoop: Array(repeating: 0, count: loopCount),
                                                   createdAfter: tickID, touched: now)
             entry.streamsPerLoop[loop] += 1
@@ -169,7 +244,7 @@ public final class Registry: Sendable {
             }
             if limits.eventsPerPair > 0 { Self.touchLRU(&entry, pair, &state) }
             state.pairs[pair] = entry
-            return StreamStart(tickID: tickID, replay: replay, gap: gap)
+            return StreamStart(tickID: tickID, startID: startID, replay: replay, gap: gap, heralds: heralds)
         }
     }
 

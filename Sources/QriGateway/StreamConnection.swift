@@ -106,7 +106,7 @@ final class StreamConnection: Connection {
         let gateway = worker.gateway
         let start = gateway.registry.openStream(pair, loop: worker.index, lastEventID: lastEventID)
         self.pair = pair
-        startID = start.tickID
+        startID = start.startID
         state = .streaming
         worker.addStream(self)
 
@@ -122,6 +122,11 @@ final class StreamConnection: Connection {
         let leadID = lastEventID ?? start.tickID
         SSEEncoder.appendEvent(id: leadID, data: Array("Tick".utf8), to: &out)
         gateway.metrics.delivered(.tick)
+        for event in start.heralds {
+            out += event.head
+            out += event.body
+        }
+        gateway.metrics.delivered(.herald, count: start.heralds.count)
         if start.gap, let lastEventID {
             var requested: [UInt8] = []
             SSEEncoder.appendHex(lastEventID, to: &requested)

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Logging
+import Metrics
+import Prometheus
 import QriGateway
 import QriLoop
 #if canImport(Glibc)
@@ -80,13 +82,15 @@ struct QriCommand: ParsableCommand {
             return handler
         }
         let logger = Logger(label: "qri")
+        let prometheus = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: prometheus))
         if configuration.adminToken == nil {
             logger.warning("no admin token configured: the admin listener refuses every request but /healthz; set --admin-token-file FILE or QRI_ADMIN_TOKEN")
         }
         let gateway: Gateway
         let addresses: BoundAddresses
         do {
-            gateway = try Gateway(configuration: configuration, logger: logger)
+            gateway = try Gateway(configuration: configuration, logger: logger, exportMetrics: { prometheus.emitToBuffer() })
             addresses = try gateway.start()
         } catch {
             Self.fail("\(error)")
