@@ -17,7 +17,8 @@ struct QriCommand: ParsableCommand {
         abstract: "A TLS-terminating Server-Sent-Events gateway.",
         discussion: """
         Every option is also an environment variable QRI_<NAME> (QRI_ADMIN_LISTEN for \
-        --admin-listen). Precedence: flag > environment > default. The admin token comes from \
+        --admin-listen) and a key of the YAML config file (admin-listen: 127.0.0.1:9443). \
+        Precedence: flag > environment > config file > default. The admin token comes from \
         --admin-token-file or QRI_ADMIN_TOKEN. SIGHUP reloads the certificate; SIGTERM and \
         SIGINT shut down gracefully.
         """)
@@ -65,7 +66,24 @@ struct QriCommand: ParsableCommand {
         return values.compactMapValues { $0 }
     }
 
-    func run() throws {
+    /// Parses the command line; an error is one line on stderr and exit status 2, as for
+    /// every other start-up error.
+    static func main() {
+        let command: QriCommand
+        do {
+            command = try parse()
+        } catch {
+            if exitCode(for: error) == .success {
+                print(fullMessage(for: error))
+                Glibc.exit(0)
+            }
+            let message = self.message(for: error).split(separator: "\n").first.map(String.init) ?? "bad command line"
+            fail(message + " (see qri --help)")
+        }
+        command.runGateway()
+    }
+
+    func runGateway() {
         let signals = [SIGHUP, SIGTERM, SIGINT]
         // Before any thread starts, so that only the wait below ever receives them.
         ProcessSetup.blockSignals(signals)

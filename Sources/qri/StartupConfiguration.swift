@@ -7,7 +7,11 @@ import Glibc
 /// options name (admin token).
 enum StartupConfiguration {
     static func load(flags: [String: String], environment: [String: String]) throws(ConfigurationError) -> GatewayConfiguration {
-        var configuration = try ConfigurationLoader.load(flags: flags, environment: environment)
+        var file: (path: String, values: [String: String])?
+        if let path = flags["config"] ?? environment[ConfigurationLoader.environmentName(of: "config")] {
+            file = (path, try ConfigFile.read(path))
+        }
+        var configuration = try ConfigurationLoader.load(flags: flags, environment: environment, file: file)
         if let file = configuration.adminTokenFile {
             guard let text = readFile(file) else { throw ConfigurationError("cannot read --admin-token-file \(file)") }
             let token = text.trimmingCharacters()
