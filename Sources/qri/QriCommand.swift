@@ -121,6 +121,14 @@ struct QriCommand: ParsableCommand {
                 continue
             }
             logger.notice("shutting down", metadata: ["signal": "\(signal)"])
+            // The budget is a promise to the supervisor: past it, leave whatever is left.
+            let budget = configuration.shutdownTimeout
+            _ = LoopThread(name: "qri-shutdown") {
+                usleep(UInt32(min(budget, 3600) * 1_000_000))
+                let line = "qri: shutdown budget of \(budget) s exceeded; exiting\n"
+                _ = line.withCString { write(2, $0, strlen($0)) }
+                Glibc._exit(0)
+            }
             gateway.shutdown()
             logger.notice("stopped")
             return
