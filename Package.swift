@@ -64,6 +64,11 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // libFuzzer targets; `make fuzz` builds them with -sanitize=fuzzer and -DFUZZING.
+        .executableTarget(name: "FuzzRequestReader", dependencies: ["QriHTTP"], path: "Tests/Fuzz/FuzzRequestReader"),
+        .executableTarget(name: "FuzzSSEEncoder", dependencies: ["QriHTTP"], path: "Tests/Fuzz/FuzzSSEEncoder"),
+        .executableTarget(name: "FuzzIngestDecoder", dependencies: ["QriGateway"], path: "Tests/Fuzz/FuzzIngestDecoder"),
+
         .testTarget(name: "QriHTTPTests", dependencies: ["QriHTTP"], swiftSettings: strict),
         .testTarget(name: "QriGatewayTests", dependencies: ["QriGateway"], swiftSettings: strict),
         .testTarget(name: "QriLoopTests", dependencies: ["QriLoop"], swiftSettings: strict),
