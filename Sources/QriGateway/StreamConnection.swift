@@ -71,12 +71,19 @@ final class StreamConnection: Connection {
         answer(error.status, error.reason)
     }
 
-    private func answer(_ status: HTTPStatus, _ text: String, headers: [(String, String)] = []) {
+    /// Answers with a short text and closes: half-close once written, then read and drop
+    /// until the client closes (or the linger timeout), so that a client still sending sees
+    /// the answer rather than a reset.
+    private func answer(_ status: HTTPStatus, _ text: String, headers: [(String, String)] = [], omitBody: Bool = false) {
         state = .answered
         var all = headers
         all.append(("Content-Type", "text/plain; charset=utf-8"))
         all.append(("Connection", "close"))
-        enqueueAndClose(ResponseHead.complete(status, headers: all, body: Array((text + "\n").utf8)))
+        let body = Array((text + "\n").utf8)
+        var response = ResponseHead.complete(status, headers: all, body: body)
+        if omitBody { response.removeLast(body.count) }
+        enqueueAndHalfClose(response)
+        worker.arm(self, .linger)
     }
 
     private func respond(to head: RequestHead) {
@@ -92,7 +99,8 @@ final class StreamConnection: Connection {
             return enqueueAndClose(ResponseHead.complete(.noContent, headers: headers, body: []))
         }
         guard head.methodIs("GET") else {
-            return answer(.methodNotAllowed, "method not allowed", headers: [("Allow", "GET, OPTIONS")])
+            return answer(.methodNotAllowed, "method not allowed", headers: [("Allow", "GET, OPTIONS")],
+                          omitBody: head.methodIs("HEAD"))
         }
         let query = QueryString(head.query, plusIsSpace: false)
         guard let peer = query.value("p"), !peer.isEmpty else { return answer(.badRequest, "missing parameter p") }

@@ -1,0 +1,87 @@
+# Qri — build, run and test.
+#
+#   make deps    system packages (Debian) and the Python venv for the integration tests
+#   make build   release build: .build/release/qri
+#   make certs   development certificate, key and admin token under certs/
+#   make run     build, make dev certs, run the gateway in the foreground
+#   make test    Swift unit tests, then the Python integration tests against the release binary
+#   make clean   remove build output and test caches (keeps .venv and certs; see distclean)
+
+SHELL        := /bin/bash
+.DEFAULT_GOAL := build
+
+PYTHON       ?= python3
+VENV         := .venv
+VENV_STAMP   := $(VENV)/.deps-stamp
+REQUIREMENTS := Tests/integration/requirements.txt
+APT_PACKAGES := libssl-dev openssl curl chromium
+BIN          := .build/release/qri
+PYTEST_ARGS  ?=
+
+# apt-get needs root; use sudo when we are not root (developers' laptops).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Prints the packages of $(1) that are not installed.
+define missing_packages
+for p in $(1); do \
+  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q '^install ok installed$$' || echo "$$p"; \
+done
+endef
+
+.PHONY: deps apt-deps ssl-deps venv build certs run test unit-test integration-test clean distclean
+
+deps: apt-deps venv
+
+# Installs what is missing, and only then runs apt-get update: a second run costs a few dpkg-query calls.
+apt-deps:
+	@missing="$$($(call missing_packages,$(APT_PACKAGES)))"; \
+	if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then missing="$$missing python3-venv"; fi; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing" $$missing; \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+# Just what the build needs (for make run).
+ssl-deps:
+	@missing="$$($(call missing_packages,libssl-dev openssl))"; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing" $$missing; \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV_STAMP)
+
+# The venv is made once; it is refreshed when the requirements change.
+$(VENV_STAMP): $(REQUIREMENTS)
+	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q -r $(REQUIREMENTS)
+	@touch $@
+
+build: ssl-deps
+	swift build -c release
+
+certs:
+	@bash certs/make-dev-certs.sh
+
+run: ssl-deps build certs
+	exec $(BIN) --cert certs/server.crt --key certs/server.key --admin-token-file certs/admin.token
+
+test: deps build unit-test integration-test
+
+unit-test:
+	swift test
+
+integration-test: $(VENV_STAMP)
+	@[ -x $(BIN) ] || { echo "test: $(BIN) is missing; run make build" >&2; exit 1; }
+	$(VENV)/bin/python -m pytest -q Tests/integration $(PYTEST_ARGS)
+
+clean:
+	rm -rf .build .pytest_cache
+	find Tests/integration -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Also removes the venv and the generated dev certificate, key and token.
+distclean: clean
+	rm -rf $(VENV)
+	rm -f certs/server.crt certs/server.key certs/admin.token

@@ -1,0 +1,174 @@
+"""A real browser: headless Chromium's EventSource, from a page of another origin.
+
+The page is served over plain HTTP by a small Python server on 127.0.0.1 (origin
+http://127.0.0.1:PORT); it opens `new EventSource("https://localhost:QRI/stream?…")`, the way
+qri-js does, and reports every event and error back to that server with `fetch`.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from qri_http import Deadline
+
+pytestmark = pytest.mark.browser
+
+BROWSER_DEADLINE = 60.0
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>qri test page</title></head><body>
+<script>
+  const report = (kind, body) =>
+    fetch("/report/" + kind, {method: "POST", body: JSON.stringify(body)});
+  const source = new EventSource(%(url)s);
+  source.onopen = () => report("open", {});
+  source.onmessage = (e) => report("message", {data: e.data, id: e.lastEventId, origin: e.origin});
+  source.onerror = () => report("error", {readyState: source.readyState});
+</script>
+</body></html>
+"""
+
+
+def find_chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class PageServer:
+    """Serves the test page and collects the page's reports."""
+
+    def __init__(self):
+        self.reports = []
+        self.cond = threading.Condition()
+        self.stream_url = None
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = (PAGE % {"url": json.dumps(outer.stream_url)}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                payload = json.loads(self.rfile.read(length) or b"{}")
+                kind = self.path.rsplit("/", 1)[-1]
+                with outer.cond:
+                    outer.reports.append((kind, payload))
+                    outer.cond.notify_all()
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.origin = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def wait_report(self, predicate, what, timeout=BROWSER_DEADLINE):
+        with self.cond:
+            ok = self.cond.wait_for(lambda: any(predicate(k, p) for k, p in self.reports), timeout)
+            if not ok:
+                raise Deadline(f"the page did not report {what} within {timeout:.0f}s; reports: {self.reports}")
+            return next(p for k, p in self.reports if predicate(k, p))
+
+    def messages(self):
+        with self.cond:
+            return [p["data"] for k, p in self.reports if k == "message"]
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def page_server():
+    server = PageServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """`browser(url)` opens a page in headless Chromium, closed at teardown."""
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no Chromium found (make deps installs Debian's chromium)")
+    procs = []
+
+    def open_page(url):
+        log = open(tmp_path / f"chromium{len(procs)}.log", "wb")
+        proc = subprocess.Popen(
+            [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--ignore-certificate-errors",
+             f"--user-data-dir={tmp_path / f'profile{len(procs)}'}", "--no-first-run",
+             "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
+             "--remote-debugging-port=0", url],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append((proc, log))
+        return proc
+
+    yield open_page
+    for proc, log in procs:
+        # Chromium runs several processes in its own session: end that process group.
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+        log.close()
+
+
+def test_browser_eventsource_receives_messages(qri, page_server, browser):
+    srv = qri()
+    page_server.stream_url = f"https://localhost:{srv.public_port}/stream?p=browser&s=tab"
+    browser(page_server.origin + "/")
+
+    tick = page_server.wait_report(lambda k, p: k == "message" and p["data"] == "Tick", "the first Tick")
+    assert tick["id"] and int(tick["id"], 16) > 0, tick
+
+    q = srv.qripy()
+    q.send(b"browser", b"tab", "001héllo ✓".encode())
+    got = page_server.wait_report(lambda k, p: k == "message" and p["data"].startswith("001"), "the message")
+    assert got["data"] == "001héllo ✓"
+    assert int(got["id"], 16) > int(tick["id"], 16)
+    assert got["origin"] == f"https://localhost:{srv.public_port}"
+
+    q.send(b"browser", b"tab", b"line1\r\nline2\rline3")
+    page_server.wait_report(lambda k, p: k == "message" and p["data"] == "line1\nline2\nline3", "the multi-line message")
+    assert "error" not in [k for k, _ in page_server.reports]
+
+
+def test_browser_with_its_origin_listed(qri, page_server, browser):
+    srv = qri("--cors-origins", f"https://elsewhere.example,{page_server.origin}")
+    page_server.stream_url = f"https://localhost:{srv.public_port}/stream?p=browser&s=listed"
+    browser(page_server.origin + "/")
+    page_server.wait_report(lambda k, p: k == "message" and p["data"] == "Tick", "the first Tick")
+    srv.qripy().send(b"browser", b"listed", b"listed-ok")
+    page_server.wait_report(lambda k, p: k == "message" and p["data"] == "listed-ok", "the message")
+
+
+def test_browser_with_its_origin_not_listed_cannot_read(qri, page_server, browser):
+    srv = qri("--cors-origins", "https://elsewhere.example")
+    page_server.stream_url = f"https://localhost:{srv.public_port}/stream?p=browser&s=unlisted"
+    browser(page_server.origin + "/")
+    # The browser refuses the response (no Access-Control-Allow-Origin) and fails the EventSource.
+    page_server.wait_report(lambda k, p: k == "error", "an EventSource error")
+    assert page_server.messages() == []
