@@ -5,6 +5,7 @@
 #   make certs   development certificate, key and admin token under certs/
 #   make run     build, make dev certs, run the gateway in the foreground
 #   make test    Swift unit tests, then the Python integration tests against the release binary
+#   make fuzz    run the libFuzzer targets for FUZZ_SECONDS each (default 300)
 #   make clean   remove build output and test caches (keeps .venv and certs; see distclean)
 
 SHELL        := /bin/bash
@@ -28,7 +29,7 @@ for p in $(1); do \
 done
 endef
 
-.PHONY: deps apt-deps ssl-deps venv build certs run test unit-test integration-test clean distclean
+.PHONY: deps apt-deps ssl-deps venv build certs run test unit-test integration-test fuzz fuzz-smoke clean distclean
 
 deps: apt-deps venv
 
@@ -66,9 +67,18 @@ certs:
 	@bash certs/make-dev-certs.sh
 
 run: ssl-deps build certs
-	exec $(BIN) --cert certs/server.crt --key certs/server.key --admin-token-file certs/admin.token
+	exec $(BIN) --config config/dev.yaml
 
-test: deps build unit-test integration-test
+test: deps build unit-test fuzz-smoke integration-test
+
+# libFuzzer targets (Tests/Fuzz): `make fuzz` runs each for FUZZ_SECONDS; `make test` runs each
+# for 20 s so every CI run fuzzes a little.
+FUZZ_SECONDS ?= 300
+fuzz: ssl-deps
+	Tests/Fuzz/run.sh $(FUZZ_SECONDS)
+
+fuzz-smoke: ssl-deps
+	Tests/Fuzz/run.sh 20
 
 unit-test:
 	swift test
@@ -78,7 +88,7 @@ integration-test: $(VENV_STAMP)
 	$(VENV)/bin/python -m pytest -q Tests/integration $(PYTEST_ARGS)
 
 clean:
-	rm -rf .build .pytest_cache
+	rm -rf .build .build-fuzz .pytest_cache
 	find Tests/integration -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # Also removes the venv and the generated dev certificate, key and token.
