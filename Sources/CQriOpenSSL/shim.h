@@ -58,4 +58,7 @@ static inline void cqri_SSL_CTX_use_http11_alpn(SSL_CTX *ctx) {
     SSL_CTX_set_alpn_select_cb(ctx, cqri_alpn_select_http11, NULL);
 }
 
+// Client side (qri-bench): SNI is a macro over SSL_ctrl.
+static inline int cqri_SSL_set_tlsext_host_name(SSL *ssl, const char *name) { return (int)SSL_set_tlsext_host_name(ssl, name); }
+
 #endif

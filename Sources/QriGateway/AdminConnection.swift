@@ -6,6 +6,8 @@ import QriLoop
 final class AdminConnection: Connection {
     private var reader: RequestReader
     private var lingering = false
+    /// Set once an answer ends the connection: later pipelined requests are not served.
+    private var finished = false
 
     init(worker: LoopWorker, transport: any Transport, tls: Bool) {
         let configuration = worker.gateway.configuration
@@ -20,9 +22,9 @@ final class AdminConnection: Connection {
     override func didRead(_ bytes: UnsafeRawBufferPointer) -> Bool {
         // After a 413 the rest of the body is read and dropped until the client closes, so
         // that it sees the answer instead of a reset.
-        if lingering { return true }
+        if lingering || finished { return true }
         reader.append(bytes)
-        while !isClosed && !lingering {
+        while !isClosed && !lingering && !finished {
             switch reader.next() {
             case .needMore:
                 // The first byte of the next request starts its header timeout.
@@ -51,6 +53,7 @@ final class AdminConnection: Connection {
             enqueue(bytes)
             if reader.isMidRequest { worker.arm(self, .header) } else { worker.arm(self, .idle) }
         } else {
+            finished = true
             enqueueAndClose(bytes)
         }
     }
@@ -65,14 +68,11 @@ final class AdminConnection: Connection {
         var head = ResponseHead(error.status, headers: [("Content-Type", "application/json"), ("Connection", "close")])
         let body = JSON.error(error.reason)
         head.add("Content-Length", String(body.count))
-        if error == .bodyTooLarge {
-            // Lingering close: answer, half-close, drop what still comes, close on EOF or
-            // after a short grace period.
-            lingering = true
-            enqueueAndHalfClose(head.serialized() + body)
-            worker.arm(self, .linger)
-        } else {
-            enqueueAndClose(head.serialized() + body)
-        }
+        // Lingering close: answer, half-close, drop what still comes (the rest of a body too
+        // large, say), close on EOF or after a short grace period — so the client sees the
+        // answer rather than a reset.
+        lingering = true
+        enqueueAndHalfClose(head.serialized() + body)
+        worker.arm(self, .linger)
     }
 }

@@ -4,7 +4,8 @@ Every test drives the real release binary (`.build/release/qri`) over real socke
 
 * `tls_files`  (session)  a throw-away test CA and a server certificate signed by it;
 * `qri`        (factory)  starts a gateway on free loopback ports and stops it afterwards;
-* `qri_cli`    (factory)  runs the binary for start-up errors and returns the finished process.
+* `qri_cli`    (factory)  runs the binary for start-up errors and returns the finished process;
+* `admin_qri`  (factory)  like `qri`, with an admin token file (`srv.admin_token`).
 
 The helpers live beside this file: `qri_gateway` (the process, certificates), `qri_http`
 (TLS, HTTP and the SSE reader) and `qri_ingest` (BER frames, qri-py).
@@ -17,7 +18,7 @@ from typing import Optional
 
 import pytest
 
-from qri_gateway import START_DEADLINE, QriServer, TLSFiles, make_tls_files, qri_command, qri_env, require_binary
+from qri_gateway import ADMIN_TOKEN, START_DEADLINE, QriServer, TLSFiles, make_tls_files, qri_command, qri_env, require_binary
 from qri_http import Deadline
 
 
@@ -76,3 +77,17 @@ def qri_cli(tls_files, tmp_path):
                            f"(expected a start-up error); stderr: {e.stderr!r}") from None
 
     return run
+
+
+@pytest.fixture
+def admin_qri(qri, tmp_path):
+    """Factory: `admin_qri(*args, env=None, token=ADMIN_TOKEN)` starts a gateway whose admin
+    token comes from `--admin-token-file` (written with surrounding white space, which the
+    gateway must ignore); the server's `admin(…)`, `admin_client()` and `metrics()` use it."""
+
+    def start(*args, env: Optional[dict] = None, token: str = ADMIN_TOKEN):
+        path = tmp_path / "admin.token"
+        path.write_text(f"  {token}\n\n")
+        return qri("--admin-token-file", str(path), *args, env=env)
+
+    return start

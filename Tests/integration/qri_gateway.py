@@ -14,8 +14,9 @@ from typing import Iterable, Optional
 
 import pytest
 
-from qri_http import DEFAULT_WAIT, HOST, Deadline, Response, SSEStream, TLSConn, \
-    read_response_body, read_response_head, stream_target
+from qri_http import DEFAULT_WAIT, HOST, Deadline, PlainConn, Response, SSEStream, TLSConn, \
+    client_context, parse_prometheus, read_response, read_response_body, read_response_head, \
+    request_bytes, stream_target, wait_until
 from qri_ingest import Ingest, QriPy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,6 +25,8 @@ BINARY = Path(os.environ.get("QRI_TEST_BINARY") or REPO / ".build" / "release" /
 
 LISTENING_RE = re.compile(r"listening public=([^\s\"',;]+) admin=([^\s\"',;]+) ingest=([^\s\"',;]+)")
 START_DEADLINE = 20.0   # seconds for the `listening …` line
+# The admin token the `admin_qri` fixture configures (long enough to be unmistakable in a log).
+ADMIN_TOKEN = "qri-test-token-7d3f9b2e51c4a8"
 STOP_DEADLINE = 10.0    # seconds after SIGTERM before SIGKILL
 
 
@@ -72,6 +75,64 @@ def make_tls_files(dir: Path, cn: str = "localhost") -> TLSFiles:
              "-CAcreateserial", "-out", "server.crt", "-days", "30", "-sha256",
              "-extfile", "server.cnf", "-extensions", "leaf", cwd=dir)
     return TLSFiles(dir, dir / "ca.crt", dir / "ca.key", dir / "server.crt", dir / "server.key")
+
+
+_LEAF_EXT = ("[leaf]\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n"
+             "extendedKeyUsage = serverAuth\nsubjectAltName = DNS:localhost, IP:127.0.0.1\n"
+             "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n"
+             "[inter]\nbasicConstraints = critical, CA:TRUE, pathlen:0\n"
+             "keyUsage = critical, keyCertSign, cRLSign\n"
+             "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n")
+
+
+def make_key(dir: Path, name: str) -> Path:
+    """A fresh ECDSA P-256 private key, `dir/name.key`."""
+    dir.mkdir(parents=True, exist_ok=True)
+    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-out", f"{name}.key", cwd=dir)
+    return dir / f"{name}.key"
+
+
+def make_cert(dir: Path, name: str, issuer_crt: Path, issuer_key: Path, cn: str = "localhost",
+              days: int = 20, extensions: str = "leaf") -> tuple[Path, Path]:
+    """A certificate `dir/name.crt` with a new key `dir/name.key`, signed by the issuer.
+    `extensions`: "leaf" (server certificate for localhost and 127.0.0.1) or "inter" (an
+    intermediate CA). Returns (certificate, key)."""
+    dir.mkdir(parents=True, exist_ok=True)
+    (dir / f"{name}.cnf").write_text(f"[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = {cn}\n" + _LEAF_EXT)
+    make_key(dir, name)
+    _openssl("req", "-new", "-config", f"{name}.cnf", "-key", f"{name}.key", "-out", f"{name}.csr",
+             "-sha256", cwd=dir)
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", str(issuer_crt), "-CAkey", str(issuer_key),
+             "-set_serial", str(int.from_bytes(os.urandom(8), "big") | 1), "-out", f"{name}.crt",
+             "-days", str(days), "-sha256", "-extfile", f"{name}.cnf", "-extensions", extensions, cwd=dir)
+    return dir / f"{name}.crt", dir / f"{name}.key"
+
+
+def make_chain(tls: TLSFiles, dir: Path, cn: str = "localhost") -> tuple[Path, Path, Path]:
+    """An intermediate CA under the test CA and a leaf under it. Returns (chain file: leaf
+    then intermediate, leaf key, intermediate certificate)."""
+    inter_crt, inter_key = make_cert(dir, "intermediate", tls.ca_crt, tls.ca_key,
+                                     cn="Qri test intermediate", days=25, extensions="inter")
+    leaf_crt, leaf_key = make_cert(dir, "leaf", inter_crt, inter_key, cn=cn)
+    chain = dir / "chain.crt"
+    chain.write_bytes(leaf_crt.read_bytes() + inter_crt.read_bytes())
+    return chain, leaf_key, inter_crt
+
+
+def cert_info(crt: Path) -> dict:
+    """subject (one line), serial (int) and notAfter (epoch seconds) of a PEM certificate."""
+    out = subprocess.run(["openssl", "x509", "-noout", "-subject", "-serial", "-enddate",
+                          "-nameopt", "oneline", "-in", str(crt)], capture_output=True, text=True, check=True).stdout
+    fields = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    import ssl as _ssl
+    return {"subject": fields["subject"].strip(), "serial": int(fields["serial"], 16),
+            "not_after": _ssl.cert_time_to_seconds(fields["notAfter"].strip())}
+
+
+def output_lines(result) -> list[str]:
+    """The non-blank lines a finished `qri` printed (stdout and stderr)."""
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
 
 
 def _split_host_port(value: str) -> tuple[str, int]:
@@ -137,6 +198,9 @@ class QriServer:
             t.start()
         self._owned: list = []
         self._qripy: Optional[QriPy] = None
+        self._admin_client = None
+        self.admin_plaintext = "--admin-plaintext" in self.cmd
+        self.admin_token: Optional[str] = self._configured_token(env)
         try:
             m = self.wait_log(LISTENING_RE, START_DEADLINE)
         except Deadline as e:
@@ -147,6 +211,20 @@ class QriServer:
         self.ingest_port: Optional[int] = None
         if m.group(3) != "off":
             _, self.ingest_port = _split_host_port(m.group(3))
+
+    def _configured_token(self, env: Optional[dict]) -> Optional[str]:
+        """The admin token this gateway was given: `--admin-token-file`, else QRI_ADMIN_TOKEN."""
+        if "--admin-token-file" in self.cmd:
+            path = Path(self.cmd[self.cmd.index("--admin-token-file") + 1])
+            try:
+                return (path if path.is_absolute() else self.workdir / path).read_text().strip() or None
+            except OSError:
+                return None
+        return ((env or {}).get("QRI_ADMIN_TOKEN") or "").strip() or None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
     # -- log
 
@@ -239,6 +317,91 @@ class QriServer:
             self._qripy = QriPy(self.ingest_port)
         return self._qripy
 
+    # -- admin listener
+
+    @property
+    def admin_url(self) -> str:
+        return f"{'http' if self.admin_plaintext else 'https'}://{HOST}:{self.admin_port}"
+
+    def admin_client(self, token: object = True, **kw):
+        """A new httpx.Client for the admin listener (TLS with the test CA unless
+        --admin-plaintext); `token`: True for this gateway's token, None for no
+        Authorization header, or a string to send instead."""
+        import httpx
+        headers = dict(kw.pop("headers", {}))
+        if token is True:
+            token = self.admin_token
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        verify = True if self.admin_plaintext else client_context(self.tls.ca_crt)
+        client = httpx.Client(base_url=self.admin_url, verify=verify, headers=headers,
+                              timeout=kw.pop("timeout", DEFAULT_WAIT), **kw)
+        return self._own(client)
+
+    def admin(self, method: str, path: str, **kw):
+        """One admin request with this gateway's token on a kept httpx client (keep-alive)."""
+        if self._admin_client is None:
+            self._admin_client = self.admin_client()
+        return self._admin_client.request(method, path, **kw)
+
+    def admin_connect(self, **kw) -> TLSConn:
+        """A raw connection to the admin listener (TLS unless --admin-plaintext)."""
+        if self.admin_plaintext:
+            return self._own(PlainConn(self.admin_port, **kw))
+        return self._own(TLSConn(self.admin_port, self.tls.ca_crt, **kw))
+
+    def admin_bytes(self, method: str, target: str, headers: Optional[dict] = None, body: bytes = b"",
+                    auth: bool = True) -> bytes:
+        """A raw admin request, with this gateway's token unless `auth` is false."""
+        hdrs = {}
+        if auth and self.admin_token:
+            hdrs["Authorization"] = f"Bearer {self.admin_token}"
+        hdrs.update(headers or {})
+        return request_bytes(method, target, f"localhost:{self.admin_port}", hdrs, body)
+
+    def admin_raw(self, raw: bytes, method: str = "GET", timeout: float = DEFAULT_WAIT) -> Response:
+        """Sends `raw` on a new admin connection and reads one response."""
+        conn = self.admin_connect()
+        conn.sendall(raw)
+        return read_response(conn, method, timeout)
+
+    def metrics(self) -> dict:
+        """`GET /metrics` (on the kept admin connection), parsed: {(name, frozenset(labels)): value}."""
+        resp = self.admin("GET", "/metrics")
+        assert resp.status_code == 200, (resp.status_code, resp.text)
+        return parse_prometheus(resp.text)
+
+    def metric(self, name: str, samples: Optional[dict] = None, **labels) -> float:
+        """One series' value from `samples` (fetched when not given); fails when absent."""
+        samples = self.metrics() if samples is None else samples
+        key = (name, frozenset((k, str(v)) for k, v in labels.items()))
+        assert key in samples, f"no series {name}{labels or ''} in /metrics; have " + \
+            repr(sorted(f"{n}{dict(l)}" for n, l in samples if n == name))
+        return samples[key]
+
+    def wait_metric(self, name: str, predicate, timeout: float = DEFAULT_WAIT, **labels) -> float:
+        """Polls /metrics until the series' value satisfies `predicate`."""
+        seen = []
+
+        def check():
+            value = self.metric(name, **labels)
+            seen.append(value)
+            return (value,) if predicate(value) else None
+
+        try:
+            return wait_until(check, timeout, f"{name}{labels or ''}", interval=0.05)[0]
+        except Deadline as e:
+            raise Deadline(f"{e}; last values {seen[-5:]}") from None
+
+    # -- process
+
+    def rss_bytes(self) -> int:
+        """Resident set size (VmRSS of /proc/PID/status)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS in /proc/PID/status")
+
     # -- life
 
     def signal(self, sig: int) -> None:
@@ -255,8 +418,12 @@ class QriServer:
             self._qripy.close()
             self._qripy = None
         for thing in self._owned:
-            thing.close()
+            try:
+                thing.close()
+            except Exception:
+                pass
         self._owned.clear()
+        self._admin_client = None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -455,3 +455,80 @@ def stream_target(p, s, **query) -> str:
     parts = [("p", p), ("s", s), *query.items()]
     return "/stream?" + "&".join(
         f"{k}={urllib.parse.quote(v, safe='')}" for k, v in parts if v is not None)
+
+
+# --------------------------------------------------------------------------------------------
+# Plain HTTP, raw requests on a kept connection, Prometheus text
+
+
+class PlainConn(TLSConn):
+    """A plain TCP connection with TLSConn's buffered, deadline-bound reads (the admin
+    listener with `--admin-plaintext`)."""
+
+    def __init__(self, port: int, *, timeout: float = DEFAULT_WAIT, rcvbuf: Optional[int] = None):
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        raw.settimeout(timeout)
+        try:
+            raw.connect((HOST, port))
+        except BaseException:
+            raw.close()
+            raise
+        self.ctx = None
+        self.sock = raw
+        self.buf = b""
+        self.closed: Optional[str] = None
+
+
+def request_bytes(method: str, target: str, host: str, headers: Optional[dict] = None,
+                  body: bytes = b"") -> bytes:
+    """One HTTP/1.1 request: `Host`, then `headers`, then `Content-Length` when there is a body
+    and neither it nor `Transfer-Encoding` was given."""
+    hdrs = {"Host": host, **(headers or {})}
+    if body and not any(k.lower() in ("content-length", "transfer-encoding") for k in hdrs):
+        hdrs["Content-Length"] = str(len(body))
+    return (f"{method} {target} HTTP/1.1\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n").encode("utf-8") + body
+
+
+def read_response(conn: TLSConn, method: str = "GET", timeout: float = DEFAULT_WAIT) -> Response:
+    """The next whole response on `conn` (keep-alive: the connection stays usable)."""
+    deadline = time.monotonic() + timeout
+    status, reason, headers = read_response_head(conn, deadline)
+    body = read_response_body(conn, method, status, headers, deadline)
+    return Response(status, reason, headers, body, conn)
+
+
+def chunked(*chunks: bytes) -> bytes:
+    """A chunked body of `chunks` and its last chunk."""
+    return b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks if c) + b"0\r\n\r\n"
+
+
+_SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?$')
+_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?\s*')
+
+
+def parse_prometheus(text: str) -> dict[tuple[str, frozenset], float]:
+    """Prometheus text format → {(name, frozenset of (label, value)): value}. Fails on a line
+    that is not a comment, a blank or a sample."""
+    samples = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE_RE.match(line)
+        assert m, f"not a Prometheus sample line: {line!r}"
+        name, labels_text, value = m.groups()
+        labels = {}
+        if labels_text:
+            pos = 0
+            for lm in _LABEL_RE.finditer(labels_text):
+                assert lm.start() == pos, f"bad labels in {line!r}"
+                labels[lm.group(1)] = lm.group(2).replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
+                pos = lm.end()
+            assert pos == len(labels_text), f"bad labels in {line!r}"
+        key = (name, frozenset(labels.items()))
+        assert key not in samples, f"series given twice: {line!r}"
+        samples[key] = float(value)
+    return samples
