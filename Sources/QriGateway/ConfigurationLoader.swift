@@ -140,7 +140,7 @@ public enum ConfigurationLoader {
         default: break
         }
         if multiplier > 1 { digits = digits.dropLast() }
-        guard !digits.isEmpty, digits.allSatisfy(\.isASCII), let n = Int(digits), n >= 0, n <= (1 << 40) / multiplier else { return nil }
+        guard !digits.isEmpty, digits.allSatisfy(\.isNumber), digits.allSatisfy(\.isASCII), let n = Int(digits), n >= 0, n <= (1 << 40) / multiplier else { return nil }
         return n * multiplier
     }
 

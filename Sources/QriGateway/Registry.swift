@@ -293,7 +293,9 @@ public final class Registry: Sendable {
 
     private static func drop(_ pair: PairKey, _ entry: Pair, _ state: inout State) {
         state.historyBytes -= entry.bytes
+        // Whatever this pair knew it had lost, or still held, is now unknowable for it.
         if let newest = entry.events.last { state.droppedUpTo = max(state.droppedUpTo, newest.id) }
+        state.droppedUpTo = max(state.droppedUpTo, entry.evictedUpTo)
         state.pairs[pair] = nil
     }
 

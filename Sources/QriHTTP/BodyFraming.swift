@@ -17,6 +17,10 @@ extension RequestHead {
             if minorVersion == 0 { return .failure(.badRequest("Transfer-Encoding on HTTP/1.0")) }
             let codings = encodings.flatMap { $0.split(separator: 0x2C) }
                 .map { Substring(String(decoding: $0, as: UTF8.self).lowercased()).trimmingCharacters(in: " \t") }
+            if codings.contains(where: \.isEmpty) { return .failure(.badRequest("empty transfer coding")) }
+            if codings.count > 1 && codings.allSatisfy({ $0 == "chunked" }) {
+                return .failure(.badRequest("chunked applied more than once"))
+            }
             guard codings.last == "chunked" else {
                 return .failure(.notImplemented(String(codings.last ?? "")))
             }

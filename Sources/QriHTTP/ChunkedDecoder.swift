@@ -79,6 +79,8 @@ public struct ChunkedDecoder: Sendable {
             case .trailerStart:
                 if b == 0x0D {
                     state = .trailerLF(empty: true)
+                } else if b == 0x0A {
+                    throw .badRequest("bare LF in trailer")
                 } else {
                     try countOverhead()
                     state = .trailerLine
