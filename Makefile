@@ -95,3 +95,39 @@ clean:
 distclean: clean
 	rm -rf $(VENV)
 	rm -f certs/server.crt certs/server.key certs/admin.token
+
+# Benchmarks (issue 5): qri-bench against Qri and, when installed, Nchan; see BENCHMARKS.md.
+# Sizes are environment variables, listed at the top of Benchmarks/run.sh.
+.PHONY: bench bench-deps bench-build bench-smoke
+
+BENCH_BIN    := .build/release/qri-bench
+BENCH_APT    := libnginx-mod-nchan util-linux
+
+# nginx-light (or nginx, if it is the one available) with Debian's Nchan module.
+bench-deps: ssl-deps
+	@missing="$$($(call missing_packages,$(BENCH_APT)))"; \
+	if ! dpkg-query -W -f='$${Status}' nginx-light nginx nginx-core 2>/dev/null | grep -q 'install ok installed'; then \
+	  missing="$$missing nginx-light"; \
+	fi; \
+	if [ -n "$$missing" ]; then \
+	  echo "bench-deps: installing" $$missing; \
+	  $(SUDO) apt-get update -q && \
+	  { DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing || \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $${missing/nginx-light/nginx}; }; \
+	fi; \
+	if pgrep -x nginx >/dev/null && [ -f /run/nginx.pid ] && [ -z "$$QRI_BENCH_KEEP_NGINX" ]; then \
+	  echo "bench-deps: stopping the nginx service the package started"; \
+	  $(SUDO) kill -QUIT "$$(cat /run/nginx.pid)" 2>/dev/null || true; \
+	fi
+
+bench-build: ssl-deps
+	swift build -c release --product qri
+	swift build -c release --product qri-bench
+
+bench: bench-deps bench-build certs
+	bash Benchmarks/run.sh
+
+# A few hundred streams for a few seconds against a freshly started qri; fails when no
+# event is delivered.
+bench-smoke: bench-build certs
+	bash Benchmarks/smoke.sh

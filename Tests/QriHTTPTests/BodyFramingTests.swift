@@ -72,6 +72,13 @@ private func isBadRequest(_ result: Result<BodyFraming, HTTPError>) -> Bool {
         }
     }
 
+    @Test func repeatedOrEmptyChunkedIsBadRequest() {
+        #expect(isBadRequest(framing([("transfer-encoding", "chunked, chunked")])))
+        #expect(isBadRequest(framing([("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")])))
+        #expect(isBadRequest(framing([("transfer-encoding", "")])))
+        #expect(isBadRequest(framing([("transfer-encoding", "chunked,")])))
+    }
+
     @Test func transferEncodingOnHTTP10IsBadRequest() {
         #expect(isBadRequest(framing([("transfer-encoding", "chunked")], minor: 0)))
         #expect(isBadRequest(framing([("transfer-encoding", "gzip")], minor: 0)))

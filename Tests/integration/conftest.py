@@ -73,7 +73,7 @@ def qri_cli(tls_files, tmp_path):
                                   capture_output=True, text=True, env=qri_env(env), cwd=workdir,
                                   timeout=timeout)
         except subprocess.TimeoutExpired as e:
-            raise Deadline(f"qri {' '.join(args)} still running after {timeout}s "
+            raise Deadline(f"qri {' '.join(map(str, args))} still running after {timeout}s "
                            f"(expected a start-up error); stderr: {e.stderr!r}") from None
 
     return run

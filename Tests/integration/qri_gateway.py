@@ -85,22 +85,23 @@ _LEAF_EXT = ("[leaf]\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical
              "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n")
 
 
-def make_key(dir: Path, name: str) -> Path:
-    """A fresh ECDSA P-256 private key, `dir/name.key`."""
+def make_key(dir: Path, name: str, key_type: str = "ec") -> Path:
+    """A fresh private key, `dir/name.key`: ECDSA P-256 ("ec") or RSA 2048 ("rsa")."""
     dir.mkdir(parents=True, exist_ok=True)
-    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-             "-out", f"{name}.key", cwd=dir)
+    algorithm = ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"] if key_type == "rsa" \
+        else ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    _openssl("genpkey", *algorithm, "-out", f"{name}.key", cwd=dir)
     return dir / f"{name}.key"
 
 
 def make_cert(dir: Path, name: str, issuer_crt: Path, issuer_key: Path, cn: str = "localhost",
-              days: int = 20, extensions: str = "leaf") -> tuple[Path, Path]:
+              days: int = 20, extensions: str = "leaf", key_type: str = "ec") -> tuple[Path, Path]:
     """A certificate `dir/name.crt` with a new key `dir/name.key`, signed by the issuer.
     `extensions`: "leaf" (server certificate for localhost and 127.0.0.1) or "inter" (an
     intermediate CA). Returns (certificate, key)."""
     dir.mkdir(parents=True, exist_ok=True)
     (dir / f"{name}.cnf").write_text(f"[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = {cn}\n" + _LEAF_EXT)
-    make_key(dir, name)
+    make_key(dir, name, key_type)
     _openssl("req", "-new", "-config", f"{name}.cnf", "-key", f"{name}.key", "-out", f"{name}.csr",
              "-sha256", cwd=dir)
     _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", str(issuer_crt), "-CAkey", str(issuer_key),
@@ -109,12 +110,12 @@ def make_cert(dir: Path, name: str, issuer_crt: Path, issuer_key: Path, cn: str 
     return dir / f"{name}.crt", dir / f"{name}.key"
 
 
-def make_chain(tls: TLSFiles, dir: Path, cn: str = "localhost") -> tuple[Path, Path, Path]:
+def make_chain(tls: TLSFiles, dir: Path, cn: str = "localhost", key_type: str = "ec") -> tuple[Path, Path, Path]:
     """An intermediate CA under the test CA and a leaf under it. Returns (chain file: leaf
     then intermediate, leaf key, intermediate certificate)."""
     inter_crt, inter_key = make_cert(dir, "intermediate", tls.ca_crt, tls.ca_key,
                                      cn="Qri test intermediate", days=25, extensions="inter")
-    leaf_crt, leaf_key = make_cert(dir, "leaf", inter_crt, inter_key, cn=cn)
+    leaf_crt, leaf_key = make_cert(dir, "leaf", inter_crt, inter_key, cn=cn, key_type=key_type)
     chain = dir / "chain.crt"
     chain.write_bytes(leaf_crt.read_bytes() + inter_crt.read_bytes())
     return chain, leaf_key, inter_crt

@@ -50,11 +50,13 @@ class PageServer:
         self.reports = []
         self.cond = threading.Condition()
         self.stream_url = None
+        self.page = PAGE            # a template with %(url)s and the keys of `params`
+        self.params = {}
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
-                body = (PAGE % {"url": json.dumps(outer.stream_url)}).encode()
+                body = (outer.page % {"url": json.dumps(outer.stream_url), **outer.params}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
@@ -172,3 +174,62 @@ def test_browser_with_its_origin_not_listed_cannot_read(qri, page_server, browse
     # The browser refuses the response (no Access-Control-Allow-Origin) and fails the EventSource.
     page_server.wait_report(lambda k, p: k == "error", "an EventSource error")
     assert page_server.messages() == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The admin listener's backdoor, seen on the page
+
+POSTING_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>qri backdoor page</title></head><body>
+<script>
+  const report = (kind, body) =>
+    fetch("/report/" + kind, {method: "POST", body: JSON.stringify(body)});
+  const source = new EventSource(%(url)s);
+  let posted = false;
+  source.onmessage = (e) => {
+    report("message", {data: e.data, id: e.lastEventId});
+    if (e.data === "Tick" && !posted) {
+      posted = true;
+      // A cross-origin POST with a bearer token: the browser sends a CORS preflight first.
+      fetch(%(admin)s + "/backdoor", {
+        method: "POST",
+        headers: {"Authorization": "Bearer " + %(token)s, "Content-Type": "application/x-www-form-urlencoded"},
+        body: "type=002&message=" + encodeURIComponent("posted by the page ✓"),
+      }).then((r) => report("post", {status: r.status}),
+              (err) => report("post-error", {message: String(err)}));
+    }
+  };
+  source.onerror = () => report("error", {readyState: source.readyState});
+</script>
+</body></html>
+"""
+
+
+def test_browser_backdoor_post_shows_up_on_the_page(admin_qri, page_server, browser):
+    srv = admin_qri()
+    page_server.stream_url = f"https://localhost:{srv.public_port}/stream?p=browser&s=herald"
+    browser(page_server.origin + "/")
+    page_server.wait_report(lambda k, p: k == "message" and p["data"] == "Tick", "the first Tick")
+
+    assert srv.admin("POST", "/backdoor", data={"type": "001", "message": "Maintenance at 18:00 ✓"}).status_code == 204
+    got = page_server.wait_report(lambda k, p: k == "message" and p["data"].startswith("001"), "the backdoor message")
+    assert got["data"] == "001Maintenance at 18:00 ✓"
+    assert srv.admin("DELETE", "/backdoor?type=001").status_code == 204
+    page_server.wait_report(lambda k, p: k == "message" and p["data"] == "001delete", "the deletion")
+    assert "error" not in [k for k, _ in page_server.reports]
+
+
+@pytest.mark.parametrize("cors", ["listed", "star"])
+def test_browser_page_posts_to_the_backdoor_across_origins(admin_qri, page_server, browser, cors):
+    args = ["--cors-origins", f"https://elsewhere.example,{page_server.origin}"] if cors == "listed" else []
+    srv = admin_qri(*args)
+    page_server.page = POSTING_PAGE
+    page_server.params = {"admin": json.dumps(f"https://localhost:{srv.admin_port}"),
+                          "token": json.dumps(srv.admin_token)}
+    page_server.stream_url = f"https://localhost:{srv.public_port}/stream?p=browser&s=poster"
+    browser(page_server.origin + "/")
+    result = page_server.wait_report(lambda k, p: k in ("post", "post-error"), "the page's POST")
+    assert result == {"status": 204}, f"the page's cross-origin POST: {result}"
+    got = page_server.wait_report(lambda k, p: k == "message" and p["data"].startswith("002"), "the posted message")
+    assert got["data"] == "002posted by the page ✓"
+    assert srv.admin("GET", "/backdoor?type=002").json() == {"type": "002", "message": "posted by the page ✓"}
