@@ -15,7 +15,7 @@ extension RequestHead {
         if !encodings.isEmpty {
             if !lengths.isEmpty { return .failure(.badRequest("Content-Length with Transfer-Encoding")) }
             if minorVersion == 0 { return .failure(.badRequest("Transfer-Encoding on HTTP/1.0")) }
-            let codings = encodings.flatMap { $0.split(separator: 0x2C) }
+            let codings = encodings.flatMap { $0.split(separator: 0x2C, omittingEmptySubsequences: false) }
                 .map { Substring(String(decoding: $0, as: UTF8.self).lowercased()).trimmingCharacters(in: " \t") }
             if codings.contains(where: \.isEmpty) { return .failure(.badRequest("empty transfer coding")) }
             if codings.count > 1 && codings.allSatisfy({ $0 == "chunked" }) {
