@@ -24,7 +24,18 @@ final class AdminConnection: Connection {
         // that it sees the answer instead of a reset.
         if lingering || finished { return true }
         reader.append(bytes)
+        return serveBufferedRequests()
+    }
+
+    /// Answers the complete requests read so far, in order. Returns whether to keep reading:
+    /// a client that sends requests without reading the answers is not read from until they
+    /// have left, so its answers cannot pile up in memory.
+    private func serveBufferedRequests() -> Bool {
         while !isClosed && !lingering && !finished {
+            if pendingOutputBytes > Self.maxQueuedAnswerBytes {
+                pauseReadingUntilFlushed()
+                return false
+            }
             switch reader.next() {
             case .needMore:
                 // The first byte of the next request starts its header timeout.
@@ -39,6 +50,13 @@ final class AdminConnection: Connection {
         }
         return !isClosed
     }
+
+    override func didDrainOutput() {
+        _ = serveBufferedRequests()
+    }
+
+    /// Unsent answer bytes past which pipelined requests wait.
+    private static let maxQueuedAnswerBytes = 256 << 10
 
     private func answer(_ request: HTTPRequest) {
         let response = worker.admin.handle(request)

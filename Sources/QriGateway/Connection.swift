@@ -25,6 +25,8 @@ class Connection: ReadinessHandler {
     private var writeWantsRead = false
     private var readWantsWrite = false
     var queuedForFlush = false
+    /// Set while the connection waits for its output to drain before reading more.
+    private var readingPaused = false
 
     /// The armed timeout's deadline (monotonic ns), 0 when none.
     var deadline: UInt64 = 0
@@ -47,6 +49,8 @@ class Connection: ReadinessHandler {
     func didRead(_ bytes: UnsafeRawBufferPointer) -> Bool { true }
     /// Called once when the connection closes, for any reason.
     func didClose() {}
+    /// Called when output queued while reading was paused has all been written.
+    func didDrainOutput() {}
     /// Called when the armed timeout expires.
     func didTimeOut() { close() }
 
@@ -72,7 +76,7 @@ class Connection: ReadinessHandler {
             flush()
             if isClosed { return }
         }
-        if readable || (writable && readWantsWrite) {
+        if !readingPaused && (readable || (writable && readWantsWrite)) {
             readWantsWrite = false
             readAvailable()
         }
@@ -167,7 +171,7 @@ class Connection: ReadinessHandler {
                 retryLength = nil
             case .wantWrite:
                 retryLength = length
-                worker.loop.setInterest(fd: transport.fd, [.readable, .writable])
+                worker.loop.setInterest(fd: transport.fd, readingPaused ? .writable : [.readable, .writable])
                 return
             case .wantRead:
                 retryLength = length
@@ -182,6 +186,11 @@ class Connection: ReadinessHandler {
         outbound = []
         outboundSent = 0
         worker.loop.setInterest(fd: transport.fd, .readable)
+        if readingPaused {
+            readingPaused = false
+            didDrainOutput()
+            if isClosed { return }
+        }
         if closeWhenFlushed {
             transport.shutdownOutput()
             close()
@@ -189,6 +198,13 @@ class Connection: ReadinessHandler {
             halfCloseWhenFlushed = false
             transport.shutdownOutput()
         }
+    }
+
+    /// Stops reading until everything queued has been written (back-pressure on a client
+    /// that sends faster than it reads).
+    func pauseReadingUntilFlushed() {
+        readingPaused = true
+        worker.loop.setInterest(fd: transport.fd, .writable)
     }
 
     // MARK: Closing

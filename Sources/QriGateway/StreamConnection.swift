@@ -102,6 +102,10 @@ final class StreamConnection: Connection {
             return answer(.methodNotAllowed, "method not allowed", headers: [("Allow", "GET, OPTIONS")],
                           omitBody: head.methodIs("HEAD"))
         }
+        // EventSource never sends a body; one here is a client error or a smuggling attempt.
+        if case .success(let framing) = head.bodyFraming(), framing != .none {
+            return reject(.badRequest("a request body is not allowed here"))
+        }
         let query = QueryString(head.query, plusIsSpace: false)
         guard let peer = query.value("p"), !peer.isEmpty else { return answer(.badRequest, "missing parameter p") }
         guard let checksum = query.value("s"), !checksum.isEmpty else { return answer(.badRequest, "missing parameter s") }

@@ -102,9 +102,6 @@ struct QriCommand: ParsableCommand {
         let logger = Logger(label: "qri")
         let prometheus = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: prometheus))
-        if configuration.adminToken == nil {
-            logger.warning("no admin token configured: the admin listener refuses every request but /healthz; set --admin-token-file FILE or QRI_ADMIN_TOKEN")
-        }
         let gateway: Gateway
         let addresses: BoundAddresses
         do {
@@ -112,6 +109,9 @@ struct QriCommand: ParsableCommand {
             addresses = try gateway.start()
         } catch {
             Self.fail("\(error)")
+        }
+        if configuration.adminToken == nil {
+            logger.warning("no admin token configured: the admin listener refuses every request but /healthz; set --admin-token-file FILE or QRI_ADMIN_TOKEN")
         }
         logger.info("\(addresses.logLine)")
         while true {

@@ -1,0 +1,551 @@
+import QriLoop
+import QriTLS
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The load generator: one event loop, one thread, every connection non-blocking. A run is
+/// a list of phases (open streams, wait, publish at a rate, churn handshakes …) advanced by
+/// a 1 ms timer; each measuring phase emits one `RESULT` line.
+final class Bench {
+    struct Phase {
+        let start: () -> Void
+        /// Returns true when the phase is over.
+        let poll: () -> Bool
+    }
+
+    let options: BenchOptions
+    let loop: EventLoop
+    let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
+    let tls: TLSClientContext
+    private var connector: Connector
+    private let adminTLS: TLSClientContext?
+
+    // Streams
+    private var streams: [Int: SSEStream] = [:]
+    private var nextStreamID = 0
+    private var pairStreams: [Int]
+    private(set) var openStreams = 0
+    private var liveStreams = 0
+    private var pendingStreams: Int { liveStreams - openStreams }
+    private var streamFailures = 0
+    private var lastFailure = ""
+    private var droppedAfterOpen = 0
+    private var pairNameCache: [([UInt8], [UInt8])?]
+
+    // Publishing
+    private var publishers: [any Publisher] = []
+    private var nextPublisher = 0
+    private var random = XorShift(seed: 0x9E37_79B9_7F4A_7C15)
+
+    // The measured step
+    private var step = 0
+    private var histogram = Histogram()
+    private var delivered = 0
+    private var expected = 0
+    private var published = 0
+    private var lastDeliveryAt: UInt64 = 0
+    private var broadcastMode = false
+    private var broadcastSentAt: [UInt64] = []
+    private var broadcastExpected: [Int] = []
+    private var broadcastReceived: [Int] = []
+    private var broadcastLast: [UInt64] = []
+
+    // Handshake churn
+    private var churning = false
+    private var churnResumed = false
+    private var churnDone = 0
+    private var churnFailed = 0
+    private var churnReused = 0
+    private var latestSession: TLSSession?
+
+    private var phases: [Phase] = []
+    private var phaseIndex = -1
+    private let deadline: UInt64
+    private(set) var results: [ResultLine] = []
+    private(set) var failure: String?
+    private var idleBaseline: Int?
+
+    init(options: BenchOptions) throws {
+        self.options = options
+        loop = try EventLoop(index: 0)
+        tls = try TLSClientContext(caFile: options.caFile, serverName: options.serverName)
+        adminTLS = options.adminPlaintext ? nil : tls
+        connector = Connector(host: options.host, port: options.port, sourceAddresses: options.sourceAddresses)
+        pairStreams = [Int](repeating: 0, count: max(options.peers, 1))
+        pairNameCache = Array(repeating: nil, count: max(options.peers, 1))
+        deadline = Clock.monotonicNanoseconds() + UInt64(options.maxSeconds * 1e9)
+    }
+
+    deinit { readBuffer.deallocate() }
+
+    // MARK: Running
+
+    /// Runs the scenario to its end; returns the process exit status.
+    func run() -> Int32 {
+        phases = makePhases()
+        loop.every(nanoseconds: 1_000_000) { [unowned self] in self.advance() }
+        advance()
+        loop.run()
+        for stream in Array(streams.values) { stream.close(reason: "end") }
+        for publisher in publishers { (publisher as? BenchConnection)?.close(reason: "end") }
+        print("")
+        print("qri-bench \(options.scenario.rawValue) against \(options.label):")
+        print(Report.table(results), terminator: "")
+        if let failure {
+            print("qri-bench: FAILED: \(failure)")
+            return 1
+        }
+        return 0
+    }
+
+    private func advance() {
+        if failure == nil, Clock.monotonicNanoseconds() > deadline {
+            failure = "run exceeded --max-seconds \(Int(options.maxSeconds))"
+        }
+        if failure != nil {
+            loop.stop()
+            return
+        }
+        if phaseIndex >= 0 && phaseIndex < phases.count && !phases[phaseIndex].poll() { return }
+        phaseIndex += 1
+        guard phaseIndex < phases.count else {
+            loop.stop()
+            return
+        }
+        phases[phaseIndex].start()
+    }
+
+    private func fail(_ why: String) {
+        if failure == nil { failure = why }
+    }
+
+    private var now: UInt64 { Clock.monotonicNanoseconds() }
+
+    // MARK: Scenarios
+
+    private func makePhases() -> [Phase] {
+        var list: [Phase] = []
+        switch options.scenario {
+        case .idle:
+            for checkpoint in options.checkpoints.sorted() {
+                list.append(rampTo(checkpoint))
+                list.append(wait(options.settle))
+                list.append(sampleIdle(checkpoint))
+            }
+        case .targeted, .smoke:
+            list.append(connectPublishers(options.publishVia, count: options.publishConnections))
+            list.append(rampTo(options.conns))
+            list.append(wait(1))
+            for rate in options.rates { list.append(publishStep(rate: rate, broadcast: false, windowed: true)) }
+        case .broadcast:
+            list.append(connectPublishers(options.publishVia, count: 1))
+            list.append(rampTo(options.conns))
+            list.append(wait(1))
+            for rate in options.rates { list.append(publishStep(rate: rate, broadcast: true, windowed: true)) }
+        case .ingest:
+            list.append(connectPublishers(options.publishVia, count: 1))
+            list.append(rampTo(options.conns))
+            list.append(wait(1))
+            list.append(publishStep(rate: 0, broadcast: false, windowed: false))
+        case .handshake:
+            for mode in options.modes { list.append(churn(resumed: mode == "resumed")) }
+        }
+        return list
+    }
+
+    // MARK: Streams
+
+    /// The (peer, checksum) of pair `index`; nil is the pair every stream shares in
+    /// broadcast runs against Nchan (`--broadcast-pair`).
+    func pairNames(_ index: Int?) -> (peer: [UInt8], checksum: [UInt8]) {
+        guard let index, index >= 0, index < pairNameCache.count else { return (Array("all".utf8), Array("all".utf8)) }
+        if let cached = pairNameCache[index] { return (cached.0, cached.1) }
+        let names = (Array("u\(index)".utf8), Array("c\(index)".utf8))
+        pairNameCache[index] = names
+        return names
+    }
+
+    private func path(forPair pair: Int) -> String {
+        let names = pairNames(options.broadcastPair ? nil : pair)
+        var path = ""
+        var rest = Substring(options.streamPath)
+        while let open = rest.firstIndex(of: "{"), let close = rest[open...].firstIndex(of: "}") {
+            path += rest[..<open]
+            switch rest[rest.index(after: open)..<close] {
+            case "p": path += String(decoding: names.peer, as: UTF8.self)
+            case "s": path += String(decoding: names.checksum, as: UTF8.self)
+            default: path += rest[open...close]
+            }
+            rest = rest[rest.index(after: close)...]
+        }
+        return path + rest
+    }
+
+    @discardableResult
+    private func startStream(closeWhenOpen: Bool = false, session: TLSSession? = nil) -> Bool {
+        let id = nextStreamID
+        nextStreamID += 1
+        let pair = id % max(options.peers, 1)
+        do {
+            let fd = try connector.connect()
+            let stream = try SSEStream(bench: self, fd: fd, id: id, pair: pair, path: path(forPair: pair),
+                                       closeWhenOpen: closeWhenOpen, session: session)
+            streams[id] = stream
+            liveStreams += 1
+            return true
+        } catch {
+            streamFailures += 1
+            lastFailure = "\(error)"
+            if churning { churnFailed += 1 }
+            return false
+        }
+    }
+
+    func streamOpened(_ stream: SSEStream) {
+        if churning {
+            histogram.record(now - stream.startedAt)
+            churnDone += 1
+            if let transport = stream.tlsTransport {
+                if transport.sessionReused { churnReused += 1 }
+                if churnResumed, let session = transport.session { latestSession = session }
+            }
+            stream.close(reason: "opened")
+            return
+        }
+        openStreams += 1
+        pairStreams[stream.pair] += 1
+    }
+
+    func streamClosed(_ stream: SSEStream, reason: String) {
+        streams[stream.id] = nil
+        liveStreams -= 1
+        if stream.isOpen {
+            if stream.closeWhenOpen { return }
+            openStreams -= 1
+            pairStreams[stream.pair] -= 1
+            droppedAfterOpen += 1
+            lastFailure = reason
+        } else {
+            streamFailures += 1
+            lastFailure = reason
+            if churning { churnFailed += 1 }
+        }
+    }
+
+    func streamEvent(_ stamp: Stamp?) {
+        guard let stamp, stamp.step == step else { return }
+        let t = now
+        histogram.record(t &- stamp.sentAt)
+        delivered += 1
+        lastDeliveryAt = t
+        if broadcastMode, stamp.seq < broadcastReceived.count {
+            broadcastReceived[stamp.seq] += 1
+            broadcastLast[stamp.seq] = t
+        }
+    }
+
+    /// Opens streams until `target` are open, at most `--ramp` per second and
+    /// `--max-pending` handshakes at once; reopens streams that fail, within bounds.
+    private func rampTo(_ target: Int) -> Phase {
+        var startedAt: UInt64 = 0
+        var attempts = 0
+        var base = 0
+        return Phase(start: { [unowned self] in
+            startedAt = now
+            base = liveStreams
+        }, poll: { [unowned self] in
+            if openStreams >= target { return true }
+            let elapsed = Double(now - startedAt) / 1e9
+            let allowed = Int(options.ramp * elapsed) + 1
+            let maxAttempts = 2 * (target - base) + 1000
+            while liveStreams < target, attempts < allowed, pendingStreams < options.maxPending, attempts < maxAttempts {
+                attempts += 1
+                startStream()
+            }
+            let limit = Double(target - base) / options.ramp + 30
+            if elapsed > limit || (attempts >= maxAttempts && liveStreams == openStreams) {
+                print("qri-bench: holding \(openStreams) of \(target) streams after \(Int(elapsed)) s (failures \(streamFailures), last: \(lastFailure))")
+                if openStreams == 0 && target > 0 { fail("no stream could be opened: \(lastFailure)") }
+                return true
+            }
+            return false
+        })
+    }
+
+    private func wait(_ seconds: Double) -> Phase {
+        var until: UInt64 = 0
+        return Phase(start: { [unowned self] in until = now + UInt64(seconds * 1e9) },
+                     poll: { [unowned self] in now >= until })
+    }
+
+    // MARK: Idle memory
+
+    private func sampleIdle(_ checkpoint: Int) -> Phase {
+        Phase(start: {}, poll: { [unowned self] in
+            var r = header(step: "\(checkpoint)")
+            r.set("streams", openStreams)
+            if let pid = options.serverPID, let s = ProcessStats.sample(pid: pid) {
+                if idleBaseline == nil || checkpoint == 0 { idleBaseline = s.rssBytes }
+                r.set("rss_kb", s.rssBytes / 1024)
+                r.set("rss_mb", Double(s.rssBytes) / 1048576, digits: 1)
+                let base = idleBaseline ?? s.rssBytes
+                r.set("rss_delta_kb", (s.rssBytes - base) / 1024)
+                if openStreams > 0 { r.set("bytes_per_stream", (s.rssBytes - base) / openStreams) }
+            }
+            r.set("client_rss_mb", Double(ProcessStats.sampleSelf().rssBytes) / 1048576, digits: 1)
+            r.set("failures", streamFailures)
+            r.set("dropped", droppedAfterOpen)
+            record(r)
+            return true
+        })
+    }
+
+    // MARK: Publishing
+
+    private func connectPublishers(_ via: BenchOptions.PublishVia, count: Int) -> Phase {
+        var startedAt: UInt64 = 0
+        return Phase(start: { [unowned self] in
+            startedAt = now
+            for _ in 0..<max(count, 1) {
+                do {
+                    switch via {
+                    case .ingest:
+                        guard let port = options.ingestPort else { return fail("--ingest-port is needed to publish over ingest") }
+                        var c = Connector(host: options.host, port: port, sourceAddresses: 0)
+                        publishers.append(try IngestPublisher(bench: self, fd: try c.connect(), tls: nil))
+                    case .publish, .backdoor:
+                        guard let port = options.adminPort else { return fail("--admin-port is needed to publish over the admin API") }
+                        var c = Connector(host: options.host, port: port, sourceAddresses: 0)
+                        publishers.append(try HTTPPublisher(bench: self, fd: try c.connect(), tls: adminTLS,
+                                                            kind: via == .publish ? .qriPublish : .qriBackdoor,
+                                                            token: options.adminToken, maxOutstanding: options.pipeline))
+                    case .http:
+                        guard let port = options.publishPort else { return fail("--publish-port is needed to publish over HTTP") }
+                        var c = Connector(host: options.host, port: port, sourceAddresses: 0)
+                        publishers.append(try HTTPPublisher(bench: self, fd: try c.connect(), tls: nil,
+                                                            kind: .rawBody(pathTemplate: options.publishPath),
+                                                            token: nil, maxOutstanding: options.pipeline))
+                    }
+                } catch {
+                    return fail("cannot connect the publisher: \(error)")
+                }
+            }
+        }, poll: { [unowned self] in
+            if publishers.allSatisfy({ ($0 as? BenchConnection)?.phase == .ready }) { return true }
+            if let closed = publishers.first(where: { $0.isClosed }) { fail("publisher closed: \(closed.lastError)") }
+            if now - startedAt > 10_000_000_000 { fail("publisher did not connect in 10 s") }
+            return false
+        })
+    }
+
+    /// Publishes timed messages for `--duration` at `rate` per second (0: flat out; with
+    /// `windowed`, at most `--window` events in flight), then waits up to `--drain` for
+    /// the stragglers, and reports.
+    private func publishStep(rate: Double, broadcast: Bool, windowed: Bool) -> Phase {
+        var startedAt: UInt64 = 0
+        var publishEnd: UInt64 = 0
+        var serverBefore: ProcessSample?
+        var clientBefore = ProcessStats.sampleSelf()
+        var message: [UInt8] = []
+        let duration = UInt64(options.duration * 1e9)
+        return Phase(start: { [unowned self] in
+            step += 1
+            histogram = Histogram()
+            delivered = 0
+            expected = 0
+            published = 0
+            lastDeliveryAt = 0
+            broadcastMode = broadcast
+            broadcastSentAt = []
+            broadcastExpected = []
+            broadcastReceived = []
+            broadcastLast = []
+            serverBefore = options.serverPID.flatMap { ProcessStats.sample(pid: $0) }
+            clientBefore = ProcessStats.sampleSelf()
+            startedAt = now
+            publishEnd = 0
+        }, poll: { [unowned self] in
+            let t = now
+            if t - startedAt < duration {
+                var budget = rate > 0 ? Int(rate * Double(t - startedAt) / 1e9) + 1 - published : 100_000
+                if windowed && rate == 0 {
+                    let perMessage = broadcast ? max(openStreams, 1) : max(openStreams / max(options.peers, 1), 1)
+                    let room = options.window - (expected - delivered)
+                    // Always let one message through when nothing is in flight (a broadcast
+                    // to more streams than the window).
+                    budget = min(budget, max(room / perMessage, expected == delivered ? 1 : 0))
+                }
+                while budget > 0 {
+                    guard let publisher = nextReadyPublisher() else { break }
+                    message.removeAll(keepingCapacity: true)
+                    Stamp.append(Stamp(sentAt: now, step: step, seq: published), paddedTo: options.messageBytes, to: &message)
+                    if broadcast {
+                        publisher.publish(pair: options.broadcastPair ? nil : 0, message: message)
+                        expected += openStreams
+                        broadcastSentAt.append(now)
+                        broadcastExpected.append(openStreams)
+                        broadcastReceived.append(0)
+                        broadcastLast.append(0)
+                    } else {
+                        let pair = Int(random.next() % UInt64(max(options.peers, 1)))
+                        publisher.publish(pair: pair, message: message)
+                        expected += pairStreams[pair]
+                    }
+                    published += 1
+                    budget -= 1
+                }
+                for publisher in publishers { publisher.flush() }
+                if let closed = publishers.first(where: { $0.isClosed }) {
+                    fail("publisher closed: \(closed.lastError)")
+                }
+                return false
+            }
+            if publishEnd == 0 { publishEnd = t }
+            if delivered < expected && t - publishEnd < UInt64(options.drain * 1e9) { return false }
+            let serverAfter = options.serverPID.flatMap { ProcessStats.sample(pid: $0) }
+            let usage = SideUsage(serverBefore: serverBefore, serverAfter: serverAfter,
+                                  clientBefore: clientBefore, clientAfter: ProcessStats.sampleSelf())
+            let seconds = Double(max(publishEnd, lastDeliveryAt) - startedAt) / 1e9
+            var r = header(step: rate > 0 ? "\(Int(rate))" : "max")
+            r.set("streams", openStreams)
+            r.set("via", options.publishVia.rawValue)
+            r.set("offered_per_s", rate > 0 ? Report.format(rate, digits: 0) : "max")
+            r.set("published", published)
+            r.set("published_per_s", Double(published) / (Double(publishEnd - startedAt) / 1e9), digits: 0)
+            if !windowed { r.set("accepted_per_s", Double(published) / (Double(publishEnd - startedAt) / 1e9), digits: 0) }
+            r.set("expected", expected)
+            r.set("delivered", delivered)
+            r.set("lost", expected - delivered)
+            r.set("events_per_s", Double(delivered) / max(seconds, 1e-9), digits: 0)
+            addLatency(&r, histogram)
+            if broadcast {
+                var last = Histogram()
+                var incomplete = 0
+                for i in broadcastSentAt.indices {
+                    if broadcastReceived[i] >= broadcastExpected[i] && broadcastLast[i] > 0 {
+                        last.record(broadcastLast[i] - broadcastSentAt[i])
+                    } else {
+                        incomplete += 1
+                    }
+                }
+                r.set("last_p50_us", Double(last.value(at: 0.5)) / 1000, digits: 0)
+                r.set("last_p99_us", Double(last.value(at: 0.99)) / 1000, digits: 0)
+                r.set("last_max_us", Double(last.max) / 1000, digits: 0)
+                r.set("incomplete_broadcasts", incomplete)
+            }
+            addUsage(&r, usage, operations: delivered, unit: "event")
+            r.set("dropped", droppedAfterOpen)
+            r.set("publish_errors", publishers.reduce(0) { $0 + $1.errors })
+            if let e = publishers.first(where: { $0.errors > 0 })?.lastError { r.set("publish_error", String(e.prefix(60))) }
+            record(r)
+            if delivered == 0 { fail("step \(r["step"] ?? "?") delivered no event (\(lastFailure))") }
+            return true
+        })
+    }
+
+    private func nextReadyPublisher() -> (any Publisher)? {
+        for _ in 0..<publishers.count {
+            let p = publishers[nextPublisher % publishers.count]
+            nextPublisher += 1
+            if p.canPublish { return p }
+        }
+        return nil
+    }
+
+    // MARK: Handshakes
+
+    /// Opens `--count` streams, `--concurrency` at a time, closing each once its head has
+    /// arrived: new TLS sessions, or resumed ones (each offers the latest ticket).
+    private func churn(resumed: Bool) -> Phase {
+        var startedAt: UInt64 = 0
+        var started = 0
+        var serverBefore: ProcessSample?
+        var clientBefore = ProcessStats.sampleSelf()
+        return Phase(start: { [unowned self] in
+            step += 1
+            histogram = Histogram()
+            churning = true
+            churnResumed = resumed
+            churnDone = 0
+            churnFailed = 0
+            churnReused = 0
+            latestSession = nil
+            serverBefore = options.serverPID.flatMap { ProcessStats.sample(pid: $0) }
+            clientBefore = ProcessStats.sampleSelf()
+            startedAt = now
+        }, poll: { [unowned self] in
+            let inFlight = started - churnDone - churnFailed
+            // Resumption needs a first session: one connection alone until it has one.
+            let primed = !resumed || latestSession != nil
+            var room = primed ? options.concurrency - inFlight : (inFlight == 0 ? 1 : 0)
+            while started < options.count && room > 0 {
+                started += 1
+                room -= 1
+                startStream(closeWhenOpen: true, session: resumed ? latestSession : nil)
+            }
+            let elapsed = Double(now - startedAt) / 1e9
+            guard churnDone + churnFailed >= options.count || elapsed > Double(options.count) / 50 + 30 else { return false }
+            churning = false
+            let usage = SideUsage(serverBefore: serverBefore, serverAfter: options.serverPID.flatMap { ProcessStats.sample(pid: $0) },
+                                  clientBefore: clientBefore, clientAfter: ProcessStats.sampleSelf())
+            var r = header(step: resumed ? "resumed" : "fresh")
+            r.set("opened", churnDone)
+            r.set("failed", churnFailed)
+            r.set("reused", churnReused)
+            r.set("openings_per_s", Double(churnDone) / elapsed, digits: 0)
+            addLatency(&r, histogram)
+            addUsage(&r, usage, operations: churnDone, unit: "open")
+            if churnFailed > 0 { r.set("last_failure", String(lastFailure.prefix(60))) }
+            record(r)
+            if churnDone == 0 { fail("no stream opened (\(lastFailure))") }
+            if resumed && churnReused < churnDone / 2 { print("qri-bench: warning: only \(churnReused) of \(churnDone) handshakes resumed") }
+            return true
+        })
+    }
+
+    // MARK: Results
+
+    private func header(step: String) -> ResultLine {
+        var r = ResultLine()
+        r.set("label", options.label)
+        r.set("scenario", options.scenario.rawValue)
+        r.set("step", step)
+        return r
+    }
+
+    private func addLatency(_ r: inout ResultLine, _ h: Histogram) {
+        r.set("p50_us", Double(h.value(at: 0.5)) / 1000, digits: 0)
+        r.set("p90_us", Double(h.value(at: 0.9)) / 1000, digits: 0)
+        r.set("p99_us", Double(h.value(at: 0.99)) / 1000, digits: 0)
+        r.set("p999_us", Double(h.value(at: 0.999)) / 1000, digits: 0)
+        r.set("max_us", Double(h.max) / 1000, digits: 0)
+    }
+
+    private func addUsage(_ r: inout ResultLine, _ usage: SideUsage, operations: Int, unit: String) {
+        r.set("server_cpu_pct", usage.serverCPU * 100, digits: 0)
+        r.set("client_cpu_pct", usage.clientCPU * 100, digits: 0)
+        if operations > 0 {
+            r.set("server_us_per_\(unit)", Double(usage.serverCPUNanoseconds) / 1000 / Double(operations), digits: 2)
+        }
+        r.set("rss_mb", Double(usage.serverRSS) / 1048576, digits: 1)
+        r.set("saturated", usage.saturated(serverCores: options.serverCores))
+    }
+
+    private func record(_ r: ResultLine) {
+        results.append(r)
+        Report.emit(r)
+    }
+}
+
+/// xorshift64*: the bench picks pairs without a system call per pick.
+struct XorShift {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed == 0 ? 1 : seed }
+    mutating func next() -> UInt64 {
+        state ^= state >> 12
+        state ^= state << 25
+        state ^= state >> 27
+        return state &* 2_685_821_657_736_338_717
+    }
+}

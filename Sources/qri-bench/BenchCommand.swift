@@ -1,0 +1,106 @@
+import ArgumentParser
+import QriLoop
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `qri-bench`: the load generator shipped with Qri, as `redis-benchmark` ships with Redis.
+@main
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "qri-bench",
+        abstract: "Load generator for Qri (and Nchan): SSE streams over TLS, publishers, latency and server cost.",
+        discussion: """
+        Scenarios: idle (RSS at --checkpoints open streams), targeted (messages to random pairs at \
+        each of --rates, 0 = flat out), broadcast (backdoor broadcasts at each of --rates), \
+        handshake (--count stream openings, fresh and resumed), ingest (one publisher flat out), \
+        smoke (a short targeted run that fails when no event arrives). Each measured step prints \
+        one line `RESULT key=value …`; a table follows at the end. Single-threaded and \
+        non-blocking; loopback only. With --server-pid, server RSS and CPU come from /proc.
+        """)
+
+    @Argument(help: "idle, targeted, broadcast, handshake, ingest or smoke.") var scenario: String
+
+    @Option(help: "Label for the RESULT lines (qri, nchan, …).") var label = "qri"
+    @Option(help: "Server address (loopback only).") var host = "127.0.0.1"
+    @Option(help: "Public TLS port.") var port: UInt16
+    @Option(name: .customLong("server-name"), help: "SNI and Host.") var serverName = "localhost"
+    @Option(name: .customLong("ca-file"), help: "Verify the server against this PEM file (default: no verification).") var caFile: String?
+    @Option(name: .customLong("stream-path"), help: "Stream request path; {p} and {s} are the pair.") var streamPath = "/stream?p={p}&s={s}"
+
+    @Option(help: "Streams to hold.") var conns = 10_000
+    @Option(help: "Pairs the streams spread over (default: one per stream).") var peers: Int?
+    @Option(help: "Stream openings per second while ramping up.") var ramp = 2000.0
+    @Option(name: .customLong("max-pending"), help: "Handshakes in flight while ramping up.") var maxPending = 256
+    @Option(name: .customLong("source-addresses"), help: "Source addresses 127.0.0.2… to spread streams over (0: kernel's choice).") var sourceAddresses = 8
+
+    @Option(help: "Publish rates per second, comma-separated; 0 = flat out.") var rates = "1000,5000,20000,0"
+    @Option(help: "Seconds per publishing step.") var duration = 10.0
+    @Option(help: "Seconds to wait for stragglers after a step.") var drain = 3.0
+    @Option(help: "Events in flight when publishing flat out.") var window = 4000
+    @Option(help: "Idle scenario: stream counts to measure RSS at.") var checkpoints = "0,1000,10000,19000"
+    @Option(help: "Idle scenario: seconds to wait before sampling.") var settle = 2.0
+    @Option(help: "Handshake scenario: stream openings per mode.") var count = 5000
+    @Option(help: "Handshake scenario: openings in flight.") var concurrency = 64
+    @Option(help: "Handshake scenario: fresh, resumed or both.") var modes = "fresh,resumed"
+    @Option(name: .customLong("message-bytes"), help: "Message size (stamp plus padding).") var messageBytes = 64
+
+    @Option(help: "ingest, publish, backdoor (Qri admin API) or http (raw POST, Nchan).") var publish = "ingest"
+    @Option(name: .customLong("ingest-port"), help: "Qri's BER ingest port.") var ingestPort: UInt16?
+    @Option(name: .customLong("admin-port"), help: "Qri's admin port.") var adminPort: UInt16?
+    @Option(name: .customLong("admin-token-file"), help: "File with Qri's admin bearer token.") var adminTokenFile: String?
+    @Flag(name: .customLong("admin-plaintext"), help: "The admin port speaks plain HTTP.") var adminPlaintext = false
+    @Option(name: .customLong("publish-port"), help: "Plain HTTP publisher port (Nchan).") var publishPort: UInt16?
+    @Option(name: .customLong("publish-path"), help: "Publisher path; {p} and {s} are the pair.") var publishPath = "/pub?p={p}&s={s}"
+    @Option(name: .customLong("publish-connections"), help: "Publisher connections.") var publishConnections = 1
+    @Option(help: "HTTP requests in flight per publisher connection.") var pipeline = 64
+    @Flag(name: .customLong("broadcast-pair"), help: "Every stream subscribes to the pair all/all (Nchan's broadcast channel).") var broadcastPair = false
+
+    @Option(name: .customLong("server-pid"), help: "Server process to sample (/proc RSS and CPU).") var serverPID: Int32?
+    @Option(name: .customLong("server-cores"), help: "Cores the server may use, to say whether it saturated.") var serverCores = 1.0
+    @Option(name: .customLong("max-seconds"), help: "Hard bound on the whole run.") var maxSeconds = 300.0
+
+    func validate() throws {
+        guard BenchOptions.Scenario(rawValue: scenario) != nil else {
+            throw ValidationError("unknown scenario \(scenario); one of \(BenchOptions.Scenario.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard BenchOptions.PublishVia(rawValue: publish) != nil else { throw ValidationError("--publish: ingest, publish, backdoor or http") }
+        guard host.hasPrefix("127.") else { throw ValidationError("--host must be a loopback address (127.0.0.0/8)") }
+        guard conns >= 0, ramp > 0, maxPending > 0, duration > 0, window > 0, count > 0, concurrency > 0 else {
+            throw ValidationError("sizes must be positive")
+        }
+    }
+
+    func run() throws {
+        ProcessSetup.ignoreBrokenPipe()
+        let limit = ProcessSetup.raiseDescriptorLimit()
+        let scenario = BenchOptions.Scenario(rawValue: scenario)!
+        var token: String?
+        if let adminTokenFile {
+            guard let text = ProcessStats.readFile(adminTokenFile) else { throw ValidationError("cannot read \(adminTokenFile)") }
+            token = String(text.filter { !$0.isWhitespace })
+        }
+        let smoke = scenario == .smoke
+        let options = BenchOptions(
+            scenario: scenario, label: label, host: host, port: port, serverName: serverName, caFile: caFile,
+            streamPath: streamPath, conns: conns, peers: max(peers ?? conns, 1), ramp: ramp, maxPending: maxPending,
+            sourceAddresses: sourceAddresses,
+            rates: rates.split(separator: ",").compactMap { Double($0.trimmingPrefix(" ")) },
+            duration: duration, drain: drain, window: window,
+            checkpoints: checkpoints.split(separator: ",").compactMap { Int($0) }, settle: settle,
+            count: count, concurrency: concurrency, modes: modes.split(separator: ",").map(String.init),
+            messageBytes: max(messageBytes, 8), publishVia: BenchOptions.PublishVia(rawValue: publish)!,
+            ingestPort: ingestPort, adminPort: adminPort, adminToken: token, adminPlaintext: adminPlaintext,
+            publishPort: publishPort, publishPath: publishPath, publishConnections: publishConnections,
+            pipeline: pipeline, broadcastPair: broadcastPair, serverPID: serverPID, serverCores: serverCores,
+            maxSeconds: maxSeconds)
+        let needed = (scenario == .idle ? options.checkpoints.max() ?? 0 : options.conns) + 64
+        if scenario != .handshake && needed > limit {
+            print("qri-bench: warning: \(needed) descriptors wanted, the limit is \(limit)")
+        }
+        _ = smoke
+        let bench = try Bench(options: options)
+        let status = bench.run()
+        if status != 0 { throw ExitCode(status) }
+    }
+}

@@ -1,0 +1,53 @@
+/// What one `qri-bench` run does, from the command line.
+struct BenchOptions {
+    enum Scenario: String, CaseIterable {
+        case idle, targeted, broadcast, handshake, ingest, smoke
+    }
+
+    enum PublishVia: String, CaseIterable {
+        /// The BER ingest port (qri-py wire format).
+        case ingest
+        /// Qri's `POST /publish` on the admin port.
+        case publish
+        /// Qri's `POST /backdoor` on the admin port (broadcasts).
+        case backdoor
+        /// Plain HTTP POSTs of the raw message to `publishPath` (Nchan's publisher).
+        case http
+    }
+
+    var scenario: Scenario
+    var label: String
+    var host: String
+    var port: UInt16
+    var serverName: String
+    var caFile: String?
+    var streamPath: String
+    var conns: Int
+    var peers: Int
+    var ramp: Double
+    var maxPending: Int
+    var sourceAddresses: Int
+    var rates: [Double]
+    var duration: Double
+    var drain: Double
+    var window: Int
+    var checkpoints: [Int]
+    var settle: Double
+    var count: Int
+    var concurrency: Int
+    var modes: [String]
+    var messageBytes: Int
+    var publishVia: PublishVia
+    var ingestPort: UInt16?
+    var adminPort: UInt16?
+    var adminToken: String?
+    var adminPlaintext: Bool
+    var publishPort: UInt16?
+    var publishPath: String
+    var publishConnections: Int
+    var pipeline: Int
+    var broadcastPair: Bool
+    var serverPID: Int32?
+    var serverCores: Double
+    var maxSeconds: Double
+}
