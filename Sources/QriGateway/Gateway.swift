@@ -64,7 +64,7 @@ public final class Gateway: @unchecked Sendable {
     /// Binds every listener on every loop and starts the loop threads.
     public func start() throws(SystemError) -> BoundAddresses {
         let configuration = core.configuration
-        let loopCount = core.registry.limitsLoopCount
+        let loopCount = core.registry.loopCount
         for i in 0..<loopCount {
             workers.append(LoopWorker(loop: try EventLoop(index: i), gateway: core, admin: admin))
         }

@@ -18,13 +18,6 @@ public enum CORSPolicy: Sendable, Equatable {
             return [("Vary", "Origin")]
         }
     }
-
-    public func allows(_ origin: [UInt8]?) -> Bool {
-        switch self {
-        case .anyOrigin: return true
-        case .origins(let allowed): return origin.map { allowed.contains(String(decoding: $0, as: UTF8.self)) } ?? false
-        }
-    }
 }
 
 /// Every setting of a running gateway, validated. Built by `ConfigurationLoader` from flags,

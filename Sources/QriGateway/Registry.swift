@@ -85,7 +85,6 @@ public final class Registry: Sendable {
     }
 
     public let limits: Limits
-    private let loopCount: Int
     private let state: Mutex<State>
 
     public init(limits: Limits, loopCount: Int, clock: EventIDClock = EventIDClock()) {
@@ -101,7 +100,7 @@ public final class Registry: Sendable {
     }
 
     /// How many loops the registry counts streams for.
-    public var limitsLoopCount: Int { loopCount }
+    public let loopCount: Int
 
     /// The first id of this process.
     public var firstID: UInt64 { state.withLock { $0.clock.first } }

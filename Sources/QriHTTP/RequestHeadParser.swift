@@ -106,7 +106,7 @@ public struct RequestHeadParser: Sendable {
             case .failure(let error): return .failure(error)
             }
         }
-        let hosts = head.headers(name: "host")
+        let hosts = head.headers("host")
         if head.minorVersion == 1 && hosts.isEmpty { return .failure(.badRequest("missing Host header")) }
         if hosts.count > 1 { return .failure(.badRequest("more than one Host header")) }
         return .success(head)
@@ -186,10 +186,6 @@ public struct RequestHeadParser: Sendable {
         default: return false
         }
     }
-}
-
-extension RequestHead {
-    fileprivate func headers(name: String) -> [[UInt8]] { headers(name) }
 }
 
 extension Result {
