@@ -42,6 +42,7 @@ final class Bench {
     private var step = 0
     private var histogram = Histogram()
     private var delivered = 0
+    private var repeats = 0
     private var expected = 0
     private var published = 0
     private var lastDeliveryAt: UInt64 = 0
@@ -233,8 +234,15 @@ final class Bench {
         }
     }
 
-    func streamEvent(_ stamp: Stamp?) {
+    func streamEvent(_ stream: SSEStream, _ stamp: Stamp?) {
         guard let stamp, stamp.step == step else { return }
+        // Each stream sees a step's messages in publishing order: an older one is a repeat.
+        if stream.lastStep == stamp.step && stamp.seq <= stream.lastSeq {
+            repeats += 1
+            return
+        }
+        stream.lastStep = stamp.step
+        stream.lastSeq = stamp.seq
         let t = now
         histogram.record(t &- stamp.sentAt)
         delivered += 1
@@ -353,6 +361,7 @@ final class Bench {
             step += 1
             histogram = Histogram()
             delivered = 0
+            repeats = 0
             expected = 0
             published = 0
             lastDeliveryAt = 0
@@ -417,6 +426,7 @@ final class Bench {
             r.set("expected", expected)
             r.set("delivered", delivered)
             r.set("lost", expected - delivered)
+            r.set("repeats", repeats)
             r.set("events_per_s", Double(delivered) / max(seconds, 1e-9), digits: 0)
             addLatency(&r, histogram)
             if broadcast {
@@ -529,6 +539,7 @@ final class Bench {
             r.set("server_us_per_\(unit)", Double(usage.serverCPUNanoseconds) / 1000 / Double(operations), digits: 2)
         }
         r.set("rss_mb", Double(usage.serverRSS) / 1048576, digits: 1)
+        r.set("foreign_cpu_pct", usage.foreignCPU * 100, digits: 0)
         r.set("saturated", usage.saturated(serverCores: options.serverCores))
     }
 

@@ -80,7 +80,6 @@ struct BenchCommand: ParsableCommand {
             guard let text = ProcessStats.readFile(adminTokenFile) else { throw ValidationError("cannot read \(adminTokenFile)") }
             token = String(text.filter { !$0.isWhitespace })
         }
-        let smoke = scenario == .smoke
         let options = BenchOptions(
             scenario: scenario, label: label, host: host, port: port, serverName: serverName, caFile: caFile,
             streamPath: streamPath, conns: conns, peers: max(peers ?? conns, 1), ramp: ramp, maxPending: maxPending,
@@ -98,7 +97,6 @@ struct BenchCommand: ParsableCommand {
         if scenario != .handshake && needed > limit {
             print("qri-bench: warning: \(needed) descriptors wanted, the limit is \(limit)")
         }
-        _ = smoke
         let bench = try Bench(options: options)
         let status = bench.run()
         if status != 0 { throw ExitCode(status) }

@@ -11,6 +11,8 @@ struct ProcessSample {
     var cpuNanoseconds: UInt64
     /// When it was taken (monotonic ns).
     var at: UInt64
+    /// Busy CPU time of the whole machine (all cores) at that moment, from /proc/stat.
+    var machineBusyNanoseconds: UInt64 = ProcessStats.machineBusyNanoseconds()
 }
 
 enum ProcessStats {
@@ -60,6 +62,16 @@ enum ProcessStats {
         return (utime + stime) * 1_000_000_000 / hz
     }
 
+    /// Busy time of all cores (user, nice, system, irq, softirq, steal) since boot.
+    static func machineBusyNanoseconds() -> UInt64 {
+        guard let stat = readFile("/proc/stat"), let first = stat.split(separator: "\n").first else { return 0 }
+        let ticks = first.split(separator: " ").dropFirst().compactMap { UInt64($0) }
+        guard ticks.count >= 8 else { return 0 }
+        let busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7]
+        let hz = UInt64(max(sysconf(Int32(_SC_CLK_TCK)), 1))
+        return busy * 1_000_000_000 / hz
+    }
+
     static func readFile(_ path: String) -> String? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
@@ -81,6 +93,9 @@ struct SideUsage {
     var clientCPU: Double = 0
     var serverCPUNanoseconds: UInt64 = 0
     var serverRSS: Int = 0
+    /// CPU used by other processes of the machine meanwhile, in cores (a shared machine
+    /// makes every other figure noisier).
+    var foreignCPU: Double = 0
 
     init(serverBefore: ProcessSample?, serverAfter: ProcessSample?, clientBefore: ProcessSample, clientAfter: ProcessSample) {
         let wall = Double(max(clientAfter.at - clientBefore.at, 1))
@@ -90,6 +105,8 @@ struct SideUsage {
             serverCPU = Double(serverCPUNanoseconds) / Double(max(a.at - b.at, 1))
             serverRSS = a.rssBytes
         }
+        let machine = Double(clientAfter.machineBusyNanoseconds &- clientBefore.machineBusyNanoseconds) / wall
+        foreignCPU = max(0, machine - clientCPU - serverCPU)
     }
 
     /// Which side used (nearly) all of a core: the bound of the measurement.

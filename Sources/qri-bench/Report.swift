@@ -44,7 +44,7 @@ enum Report {
             ("last_p99_us", "last-p99 µs"), ("rss_mb", "srv RSS MB"), ("bytes_per_stream", "B/stream"),
             ("server_cpu_pct", "srv cpu%"), ("client_cpu_pct", "cli cpu%"),
             ("server_us_per_event", "srv µs/ev"), ("server_us_per_open", "srv µs/open"),
-            ("saturated", "saturated"),
+            ("foreign_cpu_pct", "others cpu%"), ("saturated", "saturated"),
         ].filter { column in results.contains { $0[column.key] != nil } }
         var rows = [columns.map(\.title)]
         for r in results { rows.append(columns.map { r[$0.key] ?? "" }) }

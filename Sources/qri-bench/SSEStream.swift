@@ -182,6 +182,10 @@ final class SSEStream: BenchConnection {
     private(set) var isOpen = false
     private var chunked: ChunkedDecoder?
     private var parser = SSEParser()
+    /// The newest stamp seen, to tell a repeat (Qri's periodic herald re-broadcast, a replay)
+    /// from a new delivery.
+    var lastStep = -1
+    var lastSeq = -1
 
     init(bench: Bench, fd: Int32, id: Int, pair: Int, path: String, closeWhenOpen: Bool,
          session: TLSSession?) throws(SystemError) {
@@ -222,10 +226,10 @@ final class SSEStream: BenchConnection {
         let bench = self.bench
         if chunked != nil {
             var ok = true
-            ok = chunked!.feed(bytes) { part in parser.feed(part) { bench.streamEvent($0) } }
+            ok = chunked!.feed(bytes) { part in parser.feed(part) { bench.streamEvent(self, $0) } }
             if !ok { close(reason: "bad chunked encoding") }
         } else {
-            parser.feed(bytes) { bench.streamEvent($0) }
+            parser.feed(bytes) { bench.streamEvent(self, $0) }
         }
         return !isClosed
     }
