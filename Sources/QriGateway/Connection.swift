@@ -45,6 +45,8 @@ class Connection: ReadinessHandler {
 
     /// Called when the handshake completed (or at once for plain TCP).
     func didBecomeReady() {}
+    /// Called before a round of reads.
+    func willReadAvailable() {}
     /// Called with bytes read; return false to stop reading for this pass.
     func didRead(_ bytes: UnsafeRawBufferPointer) -> Bool { true }
     /// Called once when the connection closes, for any reason.
@@ -102,6 +104,7 @@ class Connection: ReadinessHandler {
 
     /// Reads until the transport has nothing more, handing each chunk to `didRead`.
     func readAvailable() {
+        willReadAvailable()
         let buffer = worker.readBuffer
         while !isClosed {
             switch transport.read(into: buffer) {
@@ -205,6 +208,18 @@ class Connection: ReadinessHandler {
     func pauseReadingUntilFlushed() {
         readingPaused = true
         worker.loop.setInterest(fd: transport.fd, .writable)
+    }
+
+    /// Stops reading until `resumeReading()` (back-pressure from elsewhere).
+    func pauseReading() {
+        readingPaused = true
+        worker.loop.setInterest(fd: transport.fd, pendingOutputBytes > 0 ? .writable : .none)
+    }
+
+    func resumeReading() {
+        guard readingPaused, !isClosed else { return }
+        readingPaused = false
+        worker.loop.setInterest(fd: transport.fd, pendingOutputBytes > 0 ? [.readable, .writable] : .readable)
     }
 
     // MARK: Closing

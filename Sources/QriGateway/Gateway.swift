@@ -69,6 +69,7 @@ public final class Gateway: @unchecked Sendable {
             workers.append(LoopWorker(loop: try EventLoop(index: i), gateway: core, admin: admin))
         }
         core.registry.attach(workers)
+        core.attach(workers)
         let publicAddress = try bind(configuration.listen, kind: .public)
         let adminAddress = try bind(configuration.adminListen, kind: .admin)
         let ingestAddress = try configuration.ingestListen.map { (a) throws(SystemError) in try bind(a, kind: .ingest) }

@@ -14,6 +14,7 @@ final class GatewayCore: Sendable {
     let maxConnections: Int
 
     private let currentTLS: Mutex<TLSContext>
+    private let workers = Mutex<[LoopWorker]>([])
     private let openConnections = Atomic<Int>(0)
 
     init(configuration: GatewayConfiguration, registry: Registry, metrics: GatewayMetrics, logger: Logger,
@@ -31,6 +32,19 @@ final class GatewayCore: Sendable {
 
     func replaceTLSContext(_ context: TLSContext) {
         currentTLS.withLock { $0 = context }
+    }
+
+    func attach(_ workers: [LoopWorker]) {
+        self.workers.withLock { $0 = workers }
+    }
+
+    /// Deliveries waiting on one loop past which ingest stops reading: it bounds the memory a
+    /// sender faster than the streams can hold.
+    static let backlogLimit = 20_000
+
+    /// Whether some loop is too far behind on deliveries.
+    func deliveryBacklogged() -> Bool {
+        workers.withLock { $0.contains { $0.backlog > Self.backlogLimit } }
     }
 
     /// Counts a new connection in, or says no when the limit is reached.

@@ -4,6 +4,8 @@ import QriLoop
 /// this connection only; what it sent before stays delivered.
 final class IngestConnection: Connection {
     private var decoder: IngestFrameDecoder
+    /// Bytes read since the loop last reported this connection readable.
+    private var readThisTurn = 0
 
     init(worker: LoopWorker, transport: any Transport) {
         decoder = IngestFrameDecoder(maxFrameBytes: worker.gateway.configuration.maxFrameBytes)
@@ -14,12 +16,27 @@ final class IngestConnection: Connection {
         let gateway = worker.gateway
         do {
             try decoder.feed(bytes) { gateway.route($0.message, to: $0.pair, source: .ingest) }
-            return true
         } catch {
             gateway.metrics.rejected(.badFrame)
             gateway.logger.notice("closing ingest connection", metadata: ["reason": "\(error)"])
             close()
             return false
         }
+        // A sender may push faster than streams drain: leave the rest in the socket (and so
+        // slow the sender through TCP) when the loops are behind, and let other connections
+        // of this loop have their turn after a bounded amount each pass.
+        if gateway.deliveryBacklogged() {
+            pauseReading()
+            worker.resumeWhenDrained(self)
+            return false
+        }
+        readThisTurn += bytes.count
+        return readThisTurn < Self.bytesPerTurn
     }
+
+    override func willReadAvailable() {
+        readThisTurn = 0
+    }
+
+    private static let bytesPerTurn = 256 << 10
 }

@@ -2,6 +2,7 @@ import DequeModule
 import Logging
 import QriHTTP
 import QriLoop
+import Synchronization
 
 /// The gateway's share of one event loop: its listening sockets, its connections, the streams
 /// it holds indexed by pair, their ticks, and the timeouts of its connections.
@@ -9,6 +10,11 @@ import QriLoop
 /// Threading: confined to its loop's thread. Other threads reach it only through
 /// `deliver(_:to:)` (the registry, under its lock) and `loop.execute`, which queue work.
 final class LoopWorker: EventSink, @unchecked Sendable {
+    private enum Delivery {
+        case pair(slot: Int, event: EncodedEvent)
+        case everyStream([EncodedEvent])
+    }
+
     enum TimeoutKind: Int, CaseIterable { case handshake, header, idle, linger }
 
     let loop: EventLoop
@@ -22,7 +28,14 @@ final class LoopWorker: EventSink, @unchecked Sendable {
 
     private var acceptors: [Acceptor] = []
     private var connections: [ObjectIdentifier: Connection] = [:]
-    private var streamsByPair: [PairKey: [StreamConnection]] = [:]
+    /// This loop's streams by the registry's slot number of their pair.
+    private var streamsByPair: [Int: [StreamConnection]] = [:]
+    /// Events the registry handed to this loop, drained once per pass: one cross-thread
+    /// hand-off per batch rather than per event.
+    private let inbox = Mutex<[Delivery]>([])
+    private var drained: [Delivery] = []
+    /// Ingest connections waiting for the loops to catch up.
+    private var pausedIngest: [IngestConnection] = []
     private var flushQueue: [Connection] = []
     private var timeouts: [Deque<(connection: Connection, deadline: UInt64)>] =
         Array(repeating: Deque(), count: TimeoutKind.allCases.count)
@@ -34,6 +47,7 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         self.admin = admin
         loop.beforeSleep { [unowned self] in self.flushAll() }
         loop.every(nanoseconds: 100_000_000) { [unowned self] in self.expireTimeouts() }
+        loop.every(nanoseconds: 5_000_000) { [unowned self] in self.resumeIngestIfDrained() }
         loop.every(nanoseconds: gateway.configuration.tickInterval.nanoseconds) { [unowned self] in self.tick() }
         if index == 0 {
             loop.every(nanoseconds: 1_000_000_000) { [unowned self] in self.gateway.registry.expireHistories() }
@@ -122,34 +136,66 @@ final class LoopWorker: EventSink, @unchecked Sendable {
     // MARK: Streams
 
     func addStream(_ stream: StreamConnection) {
-        streamsByPair[stream.pair, default: []].append(stream)
+        streamsByPair[stream.slot, default: []].append(stream)
         streamCount += 1
         gateway.metrics.streams.increment()
     }
 
     func removeStream(_ stream: StreamConnection) {
-        guard var list = streamsByPair[stream.pair], let i = list.firstIndex(where: { $0 === stream }) else { return }
+        guard var list = streamsByPair[stream.slot], let i = list.firstIndex(where: { $0 === stream }) else { return }
         list.remove(at: i)
-        streamsByPair[stream.pair] = list.isEmpty ? nil : list
+        streamsByPair[stream.slot] = list.isEmpty ? nil : list
         streamCount -= 1
         gateway.metrics.streams.decrement()
     }
 
-    /// The registry hands an event for `pair` to this loop. Runs on the routing thread.
-    func deliver(_ event: EncodedEvent, to pair: PairKey) {
-        loop.execute { [self] in
-            guard let streams = streamsByPair[pair] else { return }
-            var count = 0
-            for stream in streams where stream.sendLive(event) { count += 1 }
-            gateway.metrics.delivered(.message, count: count)
-        }
+    /// The registry hands an event for `pair` to this loop. Runs on the routing thread,
+    /// under the registry's lock.
+    func deliver(_ event: EncodedEvent, to pair: PairKey, slot: Int) {
+        hand(.pair(slot: slot, event: event))
     }
 
     /// The registry hands stored-message events for every stream. Runs on the routing thread.
     func broadcast(_ events: [EncodedEvent]) {
-        loop.execute { [self] in
-            for event in events { sendToAll(event, kind: .herald) }
+        hand(.everyStream(events))
+    }
+
+    private func hand(_ delivery: Delivery) {
+        let first = inbox.withLock { inbox in
+            inbox.append(delivery)
+            return inbox.count == 1
         }
+        if first { loop.execute { [self] in drainInbox() } }
+    }
+
+    /// Deliveries handed in and not yet drained. Any thread.
+    var backlog: Int { inbox.withLock { $0.count } }
+
+    func resumeWhenDrained(_ connection: IngestConnection) {
+        pausedIngest.append(connection)
+    }
+
+    private func resumeIngestIfDrained() {
+        guard !pausedIngest.isEmpty, !gateway.deliveryBacklogged() else { return }
+        let waiting = pausedIngest
+        pausedIngest = []
+        for connection in waiting { connection.resumeReading() }
+    }
+
+    private func drainInbox() {
+        inbox.withLock { swap(&$0, &drained) }
+        var messages = 0
+        for delivery in drained {
+            switch delivery {
+            case .pair(let slot, let event):
+                guard let streams = streamsByPair[slot] else { continue }
+                for stream in streams where stream.sendLive(event) { messages += 1 }
+            case .everyStream(let events):
+                for event in events { sendToAll(event, kind: .herald) }
+            }
+        }
+        drained.removeAll(keepingCapacity: true)
+        gateway.metrics.delivered(.message, count: messages)
     }
 
     /// Sends every stream of this loop the same event (ticks and broadcasts): one pass over

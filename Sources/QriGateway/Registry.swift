@@ -6,8 +6,9 @@ import Synchronization
 /// Where the registry hands events for the streams of one loop. Called under the registry's
 /// lock, so it must only queue work (never block, never call back into the registry).
 public protocol EventSink: Sendable {
-    /// Queues `event` for the loop's streams of `pair`.
-    func deliver(_ event: EncodedEvent, to pair: PairKey)
+    /// Queues `event` for the loop's streams of `pair`, which the registry numbers `slot`
+    /// for as long as the pair has a stream.
+    func deliver(_ event: EncodedEvent, to pair: PairKey, slot: Int)
     /// Queues `events` for every stream of the loop (backdoor broadcasts).
     func broadcast(_ events: [EncodedEvent])
 }
@@ -25,6 +26,8 @@ public struct StreamStart: Sendable {
     public let gap: Bool
     /// The stored backdoor messages, ascending by type, to send right after the first Tick.
     public let heralds: [EncodedEvent]
+    /// The pair's number while it has a stream: what deliveries to the loops carry.
+    public let slot: Int
 }
 
 /// The one shared, thread-safe registry: which loops hold streams of each (peer, checksum),
@@ -54,7 +57,10 @@ public final class Registry: Sendable {
         public let streams: Int
     }
 
+    /// One pair's state. Pairs live in numbered slots, so that the loops can index their
+    /// streams by a small integer, and are linked from least to most recently used.
     private struct Pair {
+        let key: PairKey
         var streamsPerLoop: [Int32]
         var streams = 0
         var events = Deque<EncodedEvent>()
@@ -65,23 +71,101 @@ public final class Registry: Sendable {
         let createdAfter: UInt64
         /// When the pair last became idle or got a message while idle (monotonic ns).
         var touched: UInt64
-        var lruStamp: UInt64 = 0
         var awaitingExpiry = false
+        var older = -1
+        var newer = -1
+        var linked = false
     }
 
     private struct State {
         var clock: EventIDClock
-        var pairs: [PairKey: Pair] = [:]
+        var slots: [Pair?] = []
+        var freeSlots: [Int] = []
+        var index: [PairKey: Int] = [:]
+        var oldest = -1
+        var newest = -1
         var historyBytes = 0
         /// The largest id dropped together with a whole pair: a pair created later cannot
         /// tell whether it had events before that.
         var droppedUpTo: UInt64 = 0
-        var lru = Deque<(pair: PairKey, stamp: UInt64)>()
-        var nextStamp: UInt64 = 0
         var expiry = Deque<(pair: PairKey, deadline: UInt64)>()
         var sinks: [any EventSink] = []
         /// Stored backdoor messages by three-digit type; the body is `TTT<message>` encoded.
         var heralds: [String: (message: [UInt8], body: [UInt8])] = [:]
+
+        init(clock: EventIDClock) { self.clock = clock }
+
+        /// The slot of `key`, made if new.
+        mutating func slot(of key: PairKey, loops: Int, createdAfter: UInt64, now: UInt64) -> Int {
+            if let s = index[key] { return s }
+            let pair = Pair(key: key, streamsPerLoop: Array(repeating: 0, count: loops), createdAfter: createdAfter, touched: now)
+            let s: Int
+            if let free = freeSlots.popLast() {
+                s = free
+                slots[s] = pair
+            } else {
+                s = slots.count
+                slots.append(pair)
+            }
+            index[key] = s
+            return s
+        }
+
+        /// Marks slot `s` most recently used.
+        mutating func touch(_ s: Int) {
+            unlink(s)
+            slots[s]!.older = newest
+            slots[s]!.newer = -1
+            slots[s]!.linked = true
+            if newest >= 0 { slots[newest]!.newer = s } else { oldest = s }
+            newest = s
+        }
+
+        mutating func unlink(_ s: Int) {
+            guard slots[s]!.linked else { return }
+            let older = slots[s]!.older, newer = slots[s]!.newer
+            if older >= 0 { slots[older]!.newer = newer } else { oldest = newer }
+            if newer >= 0 { slots[newer]!.older = older } else { newest = older }
+            slots[s]!.linked = false
+        }
+
+        /// Forgets slot `s` and its history.
+        mutating func drop(_ s: Int) {
+            unlink(s)
+            let pair = slots[s]!
+            historyBytes -= pair.bytes
+            // Whatever this pair knew it had lost, or still held, is now unknowable for it.
+            if let newest = pair.events.last { droppedUpTo = max(droppedUpTo, newest.id) }
+            droppedUpTo = max(droppedUpTo, pair.evictedUpTo)
+            index[pair.key] = nil
+            slots[s] = nil
+            freeSlots.append(s)
+        }
+
+        mutating func scheduleExpiry(_ s: Int, now: UInt64, ttl: UInt64) {
+            slots[s]!.touched = now
+            if !slots[s]!.awaitingExpiry {
+                slots[s]!.awaitingExpiry = true
+                expiry.append((slots[s]!.key, now + ttl))
+            }
+        }
+
+        /// Evicts whole histories, least recently used pair first, until under the bound.
+        /// The bound wins over open streams: their pair keeps its streams, not its history.
+        mutating func enforceMemory(_ bound: Int) {
+            while historyBytes > bound && oldest >= 0 {
+                let s = oldest
+                if slots[s]!.streams == 0 {
+                    drop(s)
+                    continue
+                }
+                unlink(s)
+                if let newest = slots[s]!.events.last { slots[s]!.evictedUpTo = max(slots[s]!.evictedUpTo, newest.id) }
+                historyBytes -= slots[s]!.bytes
+                slots[s]!.events.removeAll()
+                slots[s]!.bytes = 0
+            }
+        }
     }
 
     public let limits: Limits
@@ -118,37 +202,31 @@ public final class Registry: Sendable {
         var body: [UInt8] = []
         SSEEncoder.appendBody(data: message, to: &body)
         let now = Clock.monotonicNanoseconds()
+        let keepsHistory = limits.eventsPerPair > 0
         return state.withLock { state in
             let id = state.clock.next()
             let event = EncodedEvent(id: id, head: Self.idLine(id), body: body)
-            var entry = state.pairs[pair] ?? Pair(streamsPerLoop: Array(repeating: 0, count: loopCount),
-                                                  createdAfter: state.clock.latest - 1, touched: now)
-            for loop in 0..<loopCount where entry.streamsPerLoop[loop] > 0 {
-                state.sinks[loop].deliver(event, to: pair)
-            }
-            let streams = entry.streams
-            guard limits.eventsPerPair > 0 else {
-                if streams > 0 { state.pairs[pair] = entry }
-                return Routed(id: id, streams: streams)
-            }
-            entry.events.append(event)
-            entry.bytes += event.size
-            state.historyBytes += event.size
-            while entry.events.count > limits.eventsPerPair, let old = entry.events.popFirst() {
-                entry.bytes -= old.size
-                state.historyBytes -= old.size
-                entry.evictedUpTo = max(entry.evictedUpTo, old.id)
-            }
-            if streams == 0 {
-                entry.touched = now
-                if !entry.awaitingExpiry {
-                    entry.awaitingExpiry = true
-                    state.expiry.append((pair, now + limits.ttlNanoseconds))
+            guard keepsHistory || state.index[pair] != nil else { return Routed(id: id, streams: 0) }
+            let s = state.slot(of: pair, loops: loopCount, createdAfter: id - 1, now: now)
+            let streams = state.slots[s]!.streams
+            if streams > 0 {
+                for loop in 0..<loopCount where state.slots[s]!.streamsPerLoop[loop] > 0 {
+                    state.sinks[loop].deliver(event, to: pair, slot: s)
                 }
             }
-            Self.touchLRU(&entry, pair, &state)
-            state.pairs[pair] = entry
-            Self.enforceMemory(&state, limits.memoryBytes)
+            guard keepsHistory else { return Routed(id: id, streams: streams) }
+            // Mutated in place: the history is never copied.
+            state.slots[s]!.events.append(event)
+            state.slots[s]!.bytes += event.size
+            state.historyBytes += event.size
+            while state.slots[s]!.events.count > limits.eventsPerPair, let old = state.slots[s]!.events.popFirst() {
+                state.slots[s]!.bytes -= old.size
+                state.historyBytes -= old.size
+                state.slots[s]!.evictedUpTo = max(state.slots[s]!.evictedUpTo, old.id)
+            }
+            if streams == 0 { state.scheduleExpiry(s, now: now, ttl: limits.ttlNanoseconds) }
+            state.touch(s)
+            state.enforceMemory(limits.memoryBytes)
             return Routed(id: id, streams: streams)
         }
     }
@@ -220,6 +298,7 @@ public final class Registry: Sendable {
     /// Registers a stream of `pair` on `loop`; with `lastEventID`, computes its replay.
     public func openStream(_ pair: PairKey, loop: Int, lastEventID: UInt64?) -> StreamStart {
         let now = Clock.monotonicNanoseconds()
+        let keepsHistory = limits.eventsPerPair > 0
         return state.withLock { state in
             let tickID = state.clock.next()
             // Each stored message gets its own id after the Tick's, or, on a resumed stream,
@@ -229,21 +308,20 @@ public final class Registry: Sendable {
                 return EncodedEvent(id: id, head: Self.idLine(id), body: stored.value.body)
             }
             let startID = state.clock.latest
-            var entry = state.pairs[pair] ?? Pair(streamsPerLoop: Array(repeating: 0, count: loopCount),
-                                                  createdAfter: tickID, touched: now)
-            entry.streamsPerLoop[loop] += 1
-            entry.streams += 1
+            let s = state.slot(of: pair, loops: loopCount, createdAfter: tickID, now: now)
+            state.slots[s]!.streamsPerLoop[loop] += 1
+            state.slots[s]!.streams += 1
             var replay: [EncodedEvent] = []
             var gap = false
-            if let lastEventID, limits.eventsPerPair > 0 {
+            if let lastEventID, keepsHistory {
+                let entry = state.slots[s]!
                 replay = entry.events.filter { $0.id > lastEventID }
                 gap = lastEventID < state.clock.first
                     || lastEventID < entry.evictedUpTo
                     || (lastEventID < entry.createdAfter && lastEventID < state.droppedUpTo)
             }
-            if limits.eventsPerPair > 0 { Self.touchLRU(&entry, pair, &state) }
-            state.pairs[pair] = entry
-            return StreamStart(tickID: tickID, startID: startID, replay: replay, gap: gap, heralds: heralds)
+            if keepsHistory { state.touch(s) }
+            return StreamStart(tickID: tickID, startID: startID, replay: replay, gap: gap, heralds: heralds, slot: s)
         }
     }
 
@@ -251,21 +329,15 @@ public final class Registry: Sendable {
     public func closeStream(_ pair: PairKey, loop: Int) {
         let now = Clock.monotonicNanoseconds()
         state.withLock { state in
-            guard var entry = state.pairs[pair] else { return }
-            entry.streamsPerLoop[loop] -= 1
-            entry.streams -= 1
-            if entry.streams == 0 {
-                if entry.events.isEmpty {
-                    Self.drop(pair, entry, &state)
-                    return
-                }
-                entry.touched = now
-                if !entry.awaitingExpiry {
-                    entry.awaitingExpiry = true
-                    state.expiry.append((pair, now + limits.ttlNanoseconds))
-                }
+            guard let s = state.index[pair] else { return }
+            state.slots[s]!.streamsPerLoop[loop] -= 1
+            state.slots[s]!.streams -= 1
+            guard state.slots[s]!.streams == 0 else { return }
+            if state.slots[s]!.events.isEmpty {
+                state.drop(s)
+            } else {
+                state.scheduleExpiry(s, now: now, ttl: limits.ttlNanoseconds)
             }
-            state.pairs[pair] = entry
         }
     }
 
@@ -273,64 +345,27 @@ public final class Registry: Sendable {
 
     /// Drops histories whose pair has had no stream and no message for the TTL.
     public func expireHistories(now: UInt64 = Clock.monotonicNanoseconds()) {
+        let ttl = limits.ttlNanoseconds
         state.withLock { state in
             while let first = state.expiry.first, first.deadline <= now {
                 state.expiry.removeFirst()
-                guard var entry = state.pairs[first.pair], entry.awaitingExpiry else { continue }
-                if entry.streams > 0 {
-                    entry.awaitingExpiry = false
-                    state.pairs[first.pair] = entry
-                } else if entry.touched + limits.ttlNanoseconds > now {
+                guard let s = state.index[first.pair], state.slots[s]!.awaitingExpiry else { continue }
+                if state.slots[s]!.streams > 0 {
+                    state.slots[s]!.awaitingExpiry = false
+                } else if state.slots[s]!.touched + ttl > now {
                     // Touched since it was queued: look again at its new deadline.
-                    state.expiry.append((first.pair, entry.touched + limits.ttlNanoseconds))
+                    state.expiry.append((first.pair, state.slots[s]!.touched + ttl))
                 } else {
-                    Self.drop(first.pair, entry, &state)
+                    state.drop(s)
                 }
             }
-        }
-    }
-
-    private static func drop(_ pair: PairKey, _ entry: Pair, _ state: inout State) {
-        state.historyBytes -= entry.bytes
-        // Whatever this pair knew it had lost, or still held, is now unknowable for it.
-        if let newest = entry.events.last { state.droppedUpTo = max(state.droppedUpTo, newest.id) }
-        state.droppedUpTo = max(state.droppedUpTo, entry.evictedUpTo)
-        state.pairs[pair] = nil
-    }
-
-    // MARK: Memory bound
-
-    private static func touchLRU(_ entry: inout Pair, _ pair: PairKey, _ state: inout State) {
-        state.nextStamp += 1
-        entry.lruStamp = state.nextStamp
-        state.lru.append((pair, state.nextStamp))
-        // Stale entries are skipped on eviction; compact when they outnumber live ones.
-        if state.lru.count > 2 * state.pairs.count + 1024 {
-            state.lru = Deque(state.lru.filter { state.pairs[$0.pair]?.lruStamp == $0.stamp || $0.pair == pair && $0.stamp == entry.lruStamp })
-        }
-    }
-
-    /// Evicts whole histories, least recently used pair first, until under the bound. The
-    /// bound wins over open streams: their pair keeps its streams, not its history.
-    private static func enforceMemory(_ state: inout State, _ bound: Int) {
-        while state.historyBytes > bound, let oldest = state.lru.popFirst() {
-            guard var entry = state.pairs[oldest.pair], entry.lruStamp == oldest.stamp else { continue }
-            if entry.streams == 0 {
-                drop(oldest.pair, entry, &state)
-                continue
-            }
-            if let newest = entry.events.last { entry.evictedUpTo = max(entry.evictedUpTo, newest.id) }
-            state.historyBytes -= entry.bytes
-            entry.events.removeAll()
-            entry.bytes = 0
-            state.pairs[oldest.pair] = entry
         }
     }
 
     // MARK: Observation
 
     /// Pairs with a stream or a history.
-    public var pairCount: Int { state.withLock { $0.pairs.count } }
+    public var pairCount: Int { state.withLock { $0.index.count } }
     /// Bytes held by all histories.
     public var historyBytes: Int { state.withLock { $0.historyBytes } }
 }

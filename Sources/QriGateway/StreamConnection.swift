@@ -11,6 +11,8 @@ final class StreamConnection: Connection {
     private var parser: RequestHeadParser
     private var headBytes: [UInt8] = []
     private(set) var pair = PairKey(peer: [], checksum: [])
+    /// The registry's number for `pair` while this stream is open.
+    private(set) var slot = -1
     /// Live events with an id up to this one are not for this stream (replayed, or older).
     private var startID: UInt64 = 0
 
@@ -118,6 +120,7 @@ final class StreamConnection: Connection {
         let gateway = worker.gateway
         let start = gateway.registry.openStream(pair, loop: worker.index, lastEventID: lastEventID)
         self.pair = pair
+        slot = start.slot
         startID = start.startID
         state = .streaming
         worker.addStream(self)

@@ -15,7 +15,7 @@ final class RecordingSink: EventSink {
     let deliveries = Mutex<[Delivery]>([])
     let broadcasts = Mutex<[[EncodedEvent]]>([])
 
-    func deliver(_ event: EncodedEvent, to pair: PairKey) {
+    func deliver(_ event: EncodedEvent, to pair: PairKey, slot: Int) {
         deliveries.withLock { $0.append(Delivery(id: event.id, pair: pair, body: event.body)) }
     }
 
