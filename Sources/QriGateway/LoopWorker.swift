@@ -36,7 +36,7 @@ final class LoopWorker: EventSink, @unchecked Sendable {
     private var drained: [Delivery] = []
     /// Ingest connections waiting for the loops to catch up.
     private var pausedIngest: [IngestConnection] = []
-    private var flushQueue: [Connection] = []
+    private var flushQueue = Deque<Connection>()
     private var timeouts: [Deque<(connection: Connection, deadline: UInt64)>] =
         Array(repeating: Deque(), count: TimeoutKind.allCases.count)
     private(set) var streamCount = 0
@@ -122,16 +122,21 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         flushQueue.append(connection)
     }
 
+    /// Writes the queued output of connections, a bounded number per pass: a broadcast to
+    /// every stream is written over several passes, so that accepts, reads and other loops'
+    /// hand-offs are served in between instead of after one long stall.
     private func flushAll() {
-        while !flushQueue.isEmpty {
-            let batch = flushQueue
-            flushQueue.removeAll(keepingCapacity: true)
-            for connection in batch {
-                connection.queuedForFlush = false
-                connection.flush()
-            }
+        var budget = Self.flushesPerPass
+        while budget > 0, let connection = flushQueue.popFirst() {
+            connection.queuedForFlush = false
+            connection.flush()
+            budget -= 1
         }
+        // Keeps the loop from sleeping while output is still queued.
+        if !flushQueue.isEmpty { loop.execute {} }
     }
+
+    private static let flushesPerPass = 2048
 
     // MARK: Streams
 

@@ -75,11 +75,15 @@ public final class Registry: Sendable {
         var older = -1
         var newer = -1
         var linked = false
+
+        static let vacant = Pair(key: PairKey(peer: [], checksum: []), streamsPerLoop: [], createdAfter: 0, touched: 0)
     }
 
     private struct State {
         var clock: EventIDClock
-        var slots: [Pair?] = []
+        /// Pairs by slot; a freed slot holds `Pair.vacant` until reused. Not optional, so
+        /// that fields are read and changed in place, never by copying a whole pair.
+        var slots: [Pair] = []
         var freeSlots: [Int] = []
         var index: [PairKey: Int] = [:]
         var oldest = -1
@@ -114,39 +118,39 @@ public final class Registry: Sendable {
         /// Marks slot `s` most recently used.
         mutating func touch(_ s: Int) {
             unlink(s)
-            slots[s]!.older = newest
-            slots[s]!.newer = -1
-            slots[s]!.linked = true
-            if newest >= 0 { slots[newest]!.newer = s } else { oldest = s }
+            slots[s].older = newest
+            slots[s].newer = -1
+            slots[s].linked = true
+            if newest >= 0 { slots[newest].newer = s } else { oldest = s }
             newest = s
         }
 
         mutating func unlink(_ s: Int) {
-            guard slots[s]!.linked else { return }
-            let older = slots[s]!.older, newer = slots[s]!.newer
-            if older >= 0 { slots[older]!.newer = newer } else { oldest = newer }
-            if newer >= 0 { slots[newer]!.older = older } else { newest = older }
-            slots[s]!.linked = false
+            guard slots[s].linked else { return }
+            let older = slots[s].older, newer = slots[s].newer
+            if older >= 0 { slots[older].newer = newer } else { oldest = newer }
+            if newer >= 0 { slots[newer].older = older } else { newest = older }
+            slots[s].linked = false
         }
 
         /// Forgets slot `s` and its history.
         mutating func drop(_ s: Int) {
             unlink(s)
-            let pair = slots[s]!
+            let pair = slots[s]
             historyBytes -= pair.bytes
             // Whatever this pair knew it had lost, or still held, is now unknowable for it.
             if let newest = pair.events.last { droppedUpTo = max(droppedUpTo, newest.id) }
             droppedUpTo = max(droppedUpTo, pair.evictedUpTo)
             index[pair.key] = nil
-            slots[s] = nil
+            slots[s] = .vacant
             freeSlots.append(s)
         }
 
         mutating func scheduleExpiry(_ s: Int, now: UInt64, ttl: UInt64) {
-            slots[s]!.touched = now
-            if !slots[s]!.awaitingExpiry {
-                slots[s]!.awaitingExpiry = true
-                expiry.append((slots[s]!.key, now + ttl))
+            slots[s].touched = now
+            if !slots[s].awaitingExpiry {
+                slots[s].awaitingExpiry = true
+                expiry.append((slots[s].key, now + ttl))
             }
         }
 
@@ -155,15 +159,15 @@ public final class Registry: Sendable {
         mutating func enforceMemory(_ bound: Int) {
             while historyBytes > bound && oldest >= 0 {
                 let s = oldest
-                if slots[s]!.streams == 0 {
+                if slots[s].streams == 0 {
                     drop(s)
                     continue
                 }
                 unlink(s)
-                if let newest = slots[s]!.events.last { slots[s]!.evictedUpTo = max(slots[s]!.evictedUpTo, newest.id) }
-                historyBytes -= slots[s]!.bytes
-                slots[s]!.events.removeAll()
-                slots[s]!.bytes = 0
+                if let newest = slots[s].events.last { slots[s].evictedUpTo = max(slots[s].evictedUpTo, newest.id) }
+                historyBytes -= slots[s].bytes
+                slots[s].events.removeAll()
+                slots[s].bytes = 0
             }
         }
     }
@@ -208,21 +212,21 @@ public final class Registry: Sendable {
             let event = EncodedEvent(id: id, head: Self.idLine(id), body: body)
             guard keepsHistory || state.index[pair] != nil else { return Routed(id: id, streams: 0) }
             let s = state.slot(of: pair, loops: loopCount, createdAfter: id - 1, now: now)
-            let streams = state.slots[s]!.streams
+            let streams = state.slots[s].streams
             if streams > 0 {
-                for loop in 0..<loopCount where state.slots[s]!.streamsPerLoop[loop] > 0 {
+                for loop in 0..<loopCount where state.slots[s].streamsPerLoop[loop] > 0 {
                     state.sinks[loop].deliver(event, to: pair, slot: s)
                 }
             }
             guard keepsHistory else { return Routed(id: id, streams: streams) }
             // Mutated in place: the history is never copied.
-            state.slots[s]!.events.append(event)
-            state.slots[s]!.bytes += event.size
+            state.slots[s].events.append(event)
+            state.slots[s].bytes += event.size
             state.historyBytes += event.size
-            while state.slots[s]!.events.count > limits.eventsPerPair, let old = state.slots[s]!.events.popFirst() {
-                state.slots[s]!.bytes -= old.size
+            while state.slots[s].events.count > limits.eventsPerPair, let old = state.slots[s].events.popFirst() {
+                state.slots[s].bytes -= old.size
                 state.historyBytes -= old.size
-                state.slots[s]!.evictedUpTo = max(state.slots[s]!.evictedUpTo, old.id)
+                state.slots[s].evictedUpTo = max(state.slots[s].evictedUpTo, old.id)
             }
             if streams == 0 { state.scheduleExpiry(s, now: now, ttl: limits.ttlNanoseconds) }
             state.touch(s)
@@ -309,12 +313,12 @@ public final class Registry: Sendable {
             }
             let startID = state.clock.latest
             let s = state.slot(of: pair, loops: loopCount, createdAfter: tickID, now: now)
-            state.slots[s]!.streamsPerLoop[loop] += 1
-            state.slots[s]!.streams += 1
+            state.slots[s].streamsPerLoop[loop] += 1
+            state.slots[s].streams += 1
             var replay: [EncodedEvent] = []
             var gap = false
             if let lastEventID, keepsHistory {
-                let entry = state.slots[s]!
+                let entry = state.slots[s]
                 replay = entry.events.filter { $0.id > lastEventID }
                 gap = lastEventID < state.clock.first
                     || lastEventID < entry.evictedUpTo
@@ -330,10 +334,10 @@ public final class Registry: Sendable {
         let now = Clock.monotonicNanoseconds()
         state.withLock { state in
             guard let s = state.index[pair] else { return }
-            state.slots[s]!.streamsPerLoop[loop] -= 1
-            state.slots[s]!.streams -= 1
-            guard state.slots[s]!.streams == 0 else { return }
-            if state.slots[s]!.events.isEmpty {
+            state.slots[s].streamsPerLoop[loop] -= 1
+            state.slots[s].streams -= 1
+            guard state.slots[s].streams == 0 else { return }
+            if state.slots[s].events.isEmpty {
                 state.drop(s)
             } else {
                 state.scheduleExpiry(s, now: now, ttl: limits.ttlNanoseconds)
@@ -349,12 +353,12 @@ public final class Registry: Sendable {
         state.withLock { state in
             while let first = state.expiry.first, first.deadline <= now {
                 state.expiry.removeFirst()
-                guard let s = state.index[first.pair], state.slots[s]!.awaitingExpiry else { continue }
-                if state.slots[s]!.streams > 0 {
-                    state.slots[s]!.awaitingExpiry = false
-                } else if state.slots[s]!.touched + ttl > now {
+                guard let s = state.index[first.pair], state.slots[s].awaitingExpiry else { continue }
+                if state.slots[s].streams > 0 {
+                    state.slots[s].awaitingExpiry = false
+                } else if state.slots[s].touched + ttl > now {
                     // Touched since it was queued: look again at its new deadline.
-                    state.expiry.append((first.pair, state.slots[s]!.touched + ttl))
+                    state.expiry.append((first.pair, state.slots[s].touched + ttl))
                 } else {
                     state.drop(s)
                 }

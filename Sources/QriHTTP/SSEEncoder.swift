@@ -25,22 +25,30 @@ public enum SSEEncoder {
             out.append(0x0A)
         }
         appendField("data: ", to: &out)
-        var afterCR = false
-        for byte in data {
-            switch byte {
-            case 0x0D:
+        let contiguous: Void? = data.withContiguousStorageIfAvailable { appendLines($0, to: &out) }
+        if contiguous == nil { Array(data).withUnsafeBufferPointer { appendLines($0, to: &out) } }
+        out.append(0x0A)
+        out.append(0x0A)
+    }
+
+    /// Copies `data` in runs between line breaks, starting a new `data: ` line at each CR, LF
+    /// or CRLF.
+    private static func appendLines(_ data: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        var runStart = data.startIndex
+        var i = data.startIndex
+        let end = data.endIndex
+        while i < end {
+            let byte = data[i]
+            if byte == 0x0D || byte == 0x0A {
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: data[runStart..<i]))
                 appendField("\ndata: ", to: &out)
-                afterCR = true
-                continue
-            case 0x0A:
-                if !afterCR { appendField("\ndata: ", to: &out) }
-            default:
-                out.append(byte)
+                // CRLF is one break.
+                if byte == 0x0D && i + 1 < end && data[i + 1] == 0x0A { i += 1 }
+                runStart = i + 1
             }
-            afterCR = false
+            i += 1
         }
-        out.append(0x0A)
-        out.append(0x0A)
+        out.append(contentsOf: UnsafeBufferPointer(rebasing: data[runStart..<end]))
     }
 
     /// Appends `retry: <milliseconds>\n\n`.
