@@ -48,7 +48,11 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         loop.beforeSleep { [unowned self] in self.flushAll() }
         loop.every(nanoseconds: 100_000_000) { [unowned self] in self.expireTimeouts() }
         loop.every(nanoseconds: 5_000_000) { [unowned self] in self.resumeIngestIfDrained() }
-        loop.every(nanoseconds: gateway.configuration.tickInterval.nanoseconds) { [unowned self] in self.tick() }
+        // Each stream still gets one Tick per interval, but the streams of a loop are ticked
+        // in slices spread over the interval, so no pass writes to all of them at once.
+        loop.every(nanoseconds: gateway.configuration.tickInterval.nanoseconds / UInt64(Self.tickSlices)) { [unowned self] in
+            self.tick()
+        }
         if index == 0 {
             loop.every(nanoseconds: 1_000_000_000) { [unowned self] in self.gateway.registry.expireHistories() }
             loop.every(nanoseconds: gateway.configuration.heraldInterval.nanoseconds) { [unowned self] in
@@ -213,13 +217,24 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         gateway.metrics.delivered(kind, count: count)
     }
 
+    private static let tickSlices = 16
+    private var tickSlice = 0
+
+    /// Ticks the streams whose pair slot falls in the next slice: a slot is stable while its
+    /// stream is open, so every stream is ticked once per interval.
     private func tick() {
+        tickSlice = (tickSlice + 1) % Self.tickSlices
         guard streamCount > 0 else { return }
         let id = gateway.registry.issueID()
         // Events routed before this id must reach the streams before the tick does, or a
         // client resuming from the tick's id would miss them.
         loop.runQueuedTasks()
-        sendToAll(gateway.tickEvent(id: id), kind: .tick)
+        let event = gateway.tickEvent(id: id)
+        var count = 0
+        for (slot, streams) in streamsByPair where slot % Self.tickSlices == tickSlice {
+            for stream in streams where stream.sendLive(event) { count += 1 }
+        }
+        gateway.metrics.delivered(.tick, count: count)
     }
 
     // MARK: Timeouts
