@@ -69,7 +69,7 @@ certs:
 run: ssl-deps build certs
 	exec $(BIN) --config config/dev.yaml
 
-test: deps build unit-test fuzz-smoke integration-test bench-smoke
+test: deps build unit-test fuzz-smoke bench-smoke integration-test
 
 # libFuzzer targets (Tests/Fuzz): `make fuzz` runs each for FUZZ_SECONDS; `make test` runs each
 # for 20 s so every CI run fuzzes a little.

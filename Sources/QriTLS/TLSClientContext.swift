@@ -32,7 +32,7 @@ public final class TLSClientContext: @unchecked Sendable {
             // the server: no TLS buffers while nothing is in flight.
             _ = cqri_SSL_CTX_set_mode(ctx, Int(SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
                 | SSL_MODE_RELEASE_BUFFERS))
-            // Sessions are kept by the caller (`TLSClientTransport.session`), not by a cache.
+            // Sessions are kept by the caller (`TLSTransport.session`), not by a cache.
             _ = cqri_SSL_CTX_set_session_cache_mode(ctx, Int(SSL_SESS_CACHE_OFF))
             let alpn: [UInt8] = [8] + Array("http/1.1".utf8)
             guard SSL_CTX_set_alpn_protos(ctx, alpn, UInt32(alpn.count)) == 0 else { throw TLSError("setting ALPN") }
@@ -56,7 +56,7 @@ public final class TLSClientContext: @unchecked Sendable {
 
     /// A client connection over the connected (or connecting), non-blocking socket `fd`,
     /// which it owns. With `session`, the handshake offers it for resumption.
-    public func makeConnection(fd: Int32, session: TLSSession? = nil) -> TLSClientTransport? {
+    public func makeConnection(fd: Int32, session: TLSSession? = nil) -> TLSTransport? {
         guard let ssl = SSL_new(context) else {
             ERR_clear_error()
             return nil
@@ -68,7 +68,7 @@ public final class TLSClientContext: @unchecked Sendable {
             if SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER != 0 { _ = SSL_set1_host(ssl, serverName) }
         }
         if let session { _ = SSL_set_session(ssl, session.session) }
-        return TLSClientTransport(ssl: ssl, fd: fd)
+        return TLSTransport(ssl: ssl, fd: fd)
     }
 }
 
@@ -79,106 +79,4 @@ public final class TLSSession: @unchecked Sendable {
     /// Whether the server sent a ticket for it (TLS 1.3 resumes with tickets only).
     public var hasTicket: Bool { SSL_SESSION_has_ticket(session) == 1 }
     deinit { SSL_SESSION_free(session) }
-}
-
-/// One client-side TLS connection: an OpenSSL `SSL` in connect state over a non-blocking
-/// socket it owns. Same contract as the server's `TLSTransport` (confined to one thread,
-/// retry writes with the same bytes), plus what a client needs: was the session resumed,
-/// and the session to offer next time.
-public final class TLSClientTransport: Transport {
-    private var ssl: OpaquePointer?
-    public private(set) var fd: Int32
-    private var broken = false
-    private var handshakeDone = false
-
-    init(ssl: OpaquePointer, fd: Int32) {
-        self.ssl = ssl
-        self.fd = fd
-    }
-
-    deinit { close() }
-
-    public func handshake() -> IOResult {
-        guard let ssl else { return .failed("closed") }
-        ERR_clear_error()
-        let r = SSL_do_handshake(ssl)
-        if r == 1 {
-            handshakeDone = true
-            return .done(0)
-        }
-        return classify(ssl, r)
-    }
-
-    public func read(into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
-        guard let ssl else { return .failed("closed") }
-        ERR_clear_error()
-        var count = 0
-        if SSL_read_ex(ssl, buffer.baseAddress, buffer.count, &count) == 1 { return .done(count) }
-        return classify(ssl, 0)
-    }
-
-    public func write(_ bytes: UnsafeRawBufferPointer) -> IOResult {
-        guard let ssl else { return .failed("closed") }
-        ERR_clear_error()
-        var count = 0
-        if SSL_write_ex(ssl, bytes.baseAddress, bytes.count, &count) == 1 { return .done(count) }
-        return classify(ssl, 0)
-    }
-
-    public var hasBufferedInput: Bool {
-        guard let ssl else { return false }
-        return SSL_has_pending(ssl) == 1
-    }
-
-    /// Whether the handshake resumed an earlier session.
-    public var sessionReused: Bool {
-        guard let ssl else { return false }
-        return SSL_session_reused(ssl) == 1
-    }
-
-    /// The session to resume with next time, once the server has sent one (in TLS 1.3 the
-    /// tickets arrive after the handshake, with the first reads); nil if not resumable.
-    ///
-    /// A copy: OpenSSL marks a connection's own session not resumable when the connection is
-    /// freed without a close_notify (`ssl_clear_bad_session`), which the bench does.
-    public var session: TLSSession? {
-        guard let ssl, let current = SSL_get_session(ssl), SSL_SESSION_is_resumable(current) == 1,
-              let copy = SSL_SESSION_dup(current) else { return nil }
-        return TLSSession(copy)
-    }
-
-    public func shutdownOutput() {
-        guard let ssl, !broken, handshakeDone else { return }
-        ERR_clear_error()
-        _ = SSL_shutdown(ssl)
-        ERR_clear_error()
-    }
-
-    public func close() {
-        if let ssl {
-            SSL_free(ssl)
-            self.ssl = nil
-        }
-        if fd >= 0 {
-            Glibc.close(fd)
-            fd = -1
-        }
-    }
-
-    private func classify(_ ssl: OpaquePointer, _ result: Int32) -> IOResult {
-        let code = SSL_get_error(ssl, result)
-        switch code {
-        case SSL_ERROR_WANT_READ: return .wantRead
-        case SSL_ERROR_WANT_WRITE: return .wantWrite
-        case SSL_ERROR_ZERO_RETURN: return .closed
-        case SSL_ERROR_SYSCALL:
-            broken = true
-            let errno = errno
-            ERR_clear_error()
-            return errno == 0 ? .closed : .failed("socket error \(errno)")
-        default:
-            broken = true
-            return .failed(TLSError.drainErrorQueue())
-        }
-    }
 }

@@ -4,7 +4,8 @@ public import QriLoop
 import Glibc
 #endif
 
-/// One server-side TLS connection: an OpenSSL `SSL` over a non-blocking socket it owns.
+/// One TLS connection: an OpenSSL `SSL` over a non-blocking socket it owns — server side
+/// from `TLSContext`, client side (the load generator's) from `TLSClientContext`.
 ///
 /// Confined to one loop thread: OpenSSL's error queue is per thread, so each operation clears
 /// it first and classifies the result right after, on the same thread.
@@ -52,6 +53,23 @@ public final class TLSTransport: Transport {
     public var hasBufferedInput: Bool {
         guard let ssl else { return false }
         return SSL_has_pending(ssl) == 1
+    }
+
+    /// Whether the handshake resumed an earlier session.
+    public var sessionReused: Bool {
+        guard let ssl else { return false }
+        return SSL_session_reused(ssl) == 1
+    }
+
+    /// For a client: the session to resume with next time, once the server has sent one (in
+    /// TLS 1.3 the tickets arrive after the handshake, with the first reads); nil if none.
+    ///
+    /// A copy: OpenSSL marks a connection's own session not resumable when the connection is
+    /// freed without a close_notify (`ssl_clear_bad_session`).
+    public var session: TLSSession? {
+        guard let ssl, let current = SSL_get_session(ssl), SSL_SESSION_is_resumable(current) == 1,
+              let copy = SSL_SESSION_dup(current) else { return nil }
+        return TLSSession(copy)
     }
 
     /// The negotiated protocol, e.g. "TLSv1.3".

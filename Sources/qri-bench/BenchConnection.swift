@@ -37,7 +37,7 @@ class BenchConnection: ReadinessHandler {
 
     var pendingOutput: Int { out.count - outSent }
     var isClosed: Bool { phase == .closed }
-    var tlsTransport: TLSClientTransport? { transport as? TLSClientTransport }
+    var tlsTransport: TLSTransport? { transport as? TLSTransport }
 
     // MARK: Subclass hooks
 
