@@ -76,9 +76,10 @@ let package = Package(
         ),
 
         // libFuzzer targets; `make fuzz` builds them with -sanitize=fuzzer and -DFUZZING.
-        .executableTarget(name: "FuzzRequestReader", dependencies: ["QriHTTP"], path: "Tests/Fuzz/FuzzRequestReader"),
-        .executableTarget(name: "FuzzSSEEncoder", dependencies: ["QriHTTP"], path: "Tests/Fuzz/FuzzSSEEncoder"),
-        .executableTarget(name: "FuzzIngestDecoder", dependencies: ["QriGateway"], path: "Tests/Fuzz/FuzzIngestDecoder"),
+        .target(name: "FuzzSupport", path: "Tests/Fuzz/FuzzSupport"),
+        .executableTarget(name: "FuzzRequestReader", dependencies: ["FuzzSupport", "QriHTTP"], path: "Tests/Fuzz/FuzzRequestReader"),
+        .executableTarget(name: "FuzzSSEEncoder", dependencies: ["FuzzSupport", "QriHTTP"], path: "Tests/Fuzz/FuzzSSEEncoder"),
+        .executableTarget(name: "FuzzIngestDecoder", dependencies: ["FuzzSupport", "QriGateway"], path: "Tests/Fuzz/FuzzIngestDecoder"),
 
         .testTarget(name: "QriHTTPTests", dependencies: ["QriHTTP"], swiftSettings: strict),
         .testTarget(name: "QriGatewayTests", dependencies: ["QriGateway"], swiftSettings: strict),

@@ -1,6 +1,7 @@
 // libFuzzer target: the ingest frame decoder (our BER framing, swift-asn1 inside). The input
 // is fed whole and in pieces whose sizes the input chooses; both must give the same messages
 // (or the same error), and no message may come from a frame over the cap.
+import FuzzSupport
 import QriGateway
 
 func decode(_ bytes: [UInt8], pieces: Int) -> [String] {
@@ -35,28 +36,13 @@ func fuzz(_ data: UnsafeRawBufferPointer) {
 }
 
 #if FUZZING
-/// libFuzzer's entry point when a program brings its own `main`, as SwiftPM executables do.
-@_silgen_name("LLVMFuzzerRunDriver")
-func runFuzzerDriver(
-    _ argc: UnsafeMutablePointer<Int32>,
-    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32) -> Int32
-
-@_cdecl("LLVMFuzzerTestOneInput")
-func fuzzerTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
-    fuzz(UnsafeRawBufferPointer(start: data, count: size))
-    return 0
-}
-
 @_cdecl("FuzzIngestDecoder_main")
 func fuzzerMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
-    var argc = argc
-    var argv = argv
-    return runFuzzerDriver(&argc, &argv, fuzzerTestOneInput)
+    runFuzzer(argc, argv, fuzz)
 }
 #else
 @main
 struct Main {
-    static func main() { print("a libFuzzer target: build and run it with `make fuzz`") }
+    static func main() { explainFuzzTarget() }
 }
 #endif

@@ -2,6 +2,7 @@
 // bodies) fed the input split in two at a point the input itself chooses. Checks that it
 // never crashes, never returns a body over the bound, and that the result does not depend on
 // how the bytes were split.
+import FuzzSupport
 import QriHTTP
 
 func readAll(_ chunks: [ArraySlice<UInt8>]) -> [String] {
@@ -33,28 +34,13 @@ func fuzz(_ data: UnsafeRawBufferPointer) {
 }
 
 #if FUZZING
-/// libFuzzer's entry point when a program brings its own `main`, as SwiftPM executables do.
-@_silgen_name("LLVMFuzzerRunDriver")
-func runFuzzerDriver(
-    _ argc: UnsafeMutablePointer<Int32>,
-    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32) -> Int32
-
-@_cdecl("LLVMFuzzerTestOneInput")
-func fuzzerTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
-    fuzz(UnsafeRawBufferPointer(start: data, count: size))
-    return 0
-}
-
 @_cdecl("FuzzRequestReader_main")
 func fuzzerMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
-    var argc = argc
-    var argv = argv
-    return runFuzzerDriver(&argc, &argv, fuzzerTestOneInput)
+    runFuzzer(argc, argv, fuzz)
 }
 #else
 @main
 struct Main {
-    static func main() { print("a libFuzzer target: build and run it with `make fuzz`") }
+    static func main() { explainFuzzTarget() }
 }
 #endif

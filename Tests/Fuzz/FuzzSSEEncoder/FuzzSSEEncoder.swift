@@ -1,6 +1,7 @@
 // libFuzzer target: the SSE encoder round trip. Whatever the message bytes, the encoded
 // event parses back (the way a browser's EventSource does) to one event with the same id and
 // the message with its line breaks normalized to LF.
+import FuzzSupport
 import QriHTTP
 
 /// Parses one event as WHATWG HTML §9.2.6 says: lines end at CRLF, CR or LF; `data:` values
@@ -59,28 +60,13 @@ func fuzz(_ data: UnsafeRawBufferPointer) {
 }
 
 #if FUZZING
-/// libFuzzer's entry point when a program brings its own `main`, as SwiftPM executables do.
-@_silgen_name("LLVMFuzzerRunDriver")
-func runFuzzerDriver(
-    _ argc: UnsafeMutablePointer<Int32>,
-    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32) -> Int32
-
-@_cdecl("LLVMFuzzerTestOneInput")
-func fuzzerTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
-    fuzz(UnsafeRawBufferPointer(start: data, count: size))
-    return 0
-}
-
 @_cdecl("FuzzSSEEncoder_main")
 func fuzzerMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
-    var argc = argc
-    var argv = argv
-    return runFuzzerDriver(&argc, &argv, fuzzerTestOneInput)
+    runFuzzer(argc, argv, fuzz)
 }
 #else
 @main
 struct Main {
-    static func main() { print("a libFuzzer target: build and run it with `make fuzz`") }
+    static func main() { explainFuzzTarget() }
 }
 #endif
