@@ -42,16 +42,14 @@ public struct IngestFrameDecoder: Sendable {
     /// order, and keeps the rest. After an error the decoder must not be fed again.
     public mutating func feed(_ bytes: UnsafeRawBufferPointer, _ deliver: (IngestMessage) -> Void) throws(IngestFrameError) {
         if partial.isEmpty {
-            let used = try Self.decodeFrames(in: bytes, maxFrameBytes: maxFrameBytes, deliver)
-            if used < bytes.count { partial.append(contentsOf: bytes[used...]) }
+            // One copy per read, not per frame: frames are parsed as slices of it.
+            let chunk = Array(bytes)
+            let used = try Self.decodeFrames(in: chunk, maxFrameBytes: maxFrameBytes, deliver)
+            if used < chunk.count { partial = Array(chunk[used...]) }
             return
         }
         partial.append(contentsOf: bytes)
-        let limit = maxFrameBytes
-        let result = partial.withUnsafeBytes { buffer in
-            Result { () throws(IngestFrameError) in try Self.decodeFrames(in: buffer, maxFrameBytes: limit, deliver) }
-        }
-        let used = try result.get()
+        let used = try Self.decodeFrames(in: partial, maxFrameBytes: maxFrameBytes, deliver)
         if used == partial.count {
             partial = []
         } else if used > 0 {
@@ -60,13 +58,18 @@ public struct IngestFrameDecoder: Sendable {
     }
 
     /// Decodes the complete frames at the start of `buffer`; returns how many bytes they took.
-    static func decodeFrames(in buffer: UnsafeRawBufferPointer, maxFrameBytes: Int,
+    static func decodeFrames(in buffer: [UInt8], maxFrameBytes: Int,
                              _ deliver: (IngestMessage) -> Void) throws(IngestFrameError) -> Int {
         var offset = 0
         while offset < buffer.count {
-            let rest = UnsafeRawBufferPointer(rebasing: buffer[offset...])
-            guard let length = try frameLength(rest, maxFrameBytes: maxFrameBytes), length <= rest.count else { break }
-            deliver(try decodeFrame(UnsafeRawBufferPointer(rebasing: rest[..<length])))
+            let start = offset
+            let length = buffer.withUnsafeBytes { raw in
+                Result { () throws(IngestFrameError) in
+                    try frameLength(UnsafeRawBufferPointer(rebasing: raw[start...]), maxFrameBytes: maxFrameBytes)
+                }
+            }
+            guard let length = try length.get(), length <= buffer.count - offset else { break }
+            deliver(try decodeFrame(buffer[offset..<(offset + length)]))
             offset += length
         }
         return offset
@@ -97,9 +100,9 @@ public struct IngestFrameDecoder: Sendable {
         return total
     }
 
-    static func decodeFrame(_ frame: UnsafeRawBufferPointer) throws(IngestFrameError) -> IngestMessage {
+    static func decodeFrame(_ frame: ArraySlice<UInt8>) throws(IngestFrameError) -> IngestMessage {
         do {
-            let node = try BER.parse(Array(frame)[...])
+            let node = try BER.parse(frame)
             return try BER.sequence(node, identifier: .sequence) { nodes in
                 let peer = try ASN1OctetString(berEncoded: &nodes)
                 let checksum = try ASN1OctetString(berEncoded: &nodes)

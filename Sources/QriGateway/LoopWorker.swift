@@ -29,7 +29,7 @@ final class LoopWorker: EventSink, @unchecked Sendable {
     private var acceptors: [Acceptor] = []
     private var connections: [ObjectIdentifier: Connection] = [:]
     /// This loop's streams by the registry's slot number of their pair.
-    private var streamsByPair: [Int: [StreamConnection]] = [:]
+    private var streamsBySlot: [[StreamConnection]] = []
     /// Events the registry handed to this loop, drained once per pass: one cross-thread
     /// hand-off per batch rather than per event.
     private let inbox = Mutex<[Delivery]>([])
@@ -145,15 +145,18 @@ final class LoopWorker: EventSink, @unchecked Sendable {
     // MARK: Streams
 
     func addStream(_ stream: StreamConnection) {
-        streamsByPair[stream.slot, default: []].append(stream)
+        if stream.slot >= streamsBySlot.count {
+            streamsBySlot.append(contentsOf: repeatElement([], count: stream.slot + 1 - streamsBySlot.count))
+        }
+        streamsBySlot[stream.slot].append(stream)
         streamCount += 1
         gateway.metrics.streams.increment()
     }
 
     func removeStream(_ stream: StreamConnection) {
-        guard var list = streamsByPair[stream.slot], let i = list.firstIndex(where: { $0 === stream }) else { return }
-        list.remove(at: i)
-        streamsByPair[stream.slot] = list.isEmpty ? nil : list
+        guard stream.slot < streamsBySlot.count,
+              let i = streamsBySlot[stream.slot].firstIndex(where: { $0 === stream }) else { return }
+        streamsBySlot[stream.slot].remove(at: i)
         streamCount -= 1
         gateway.metrics.streams.decrement()
     }
@@ -197,7 +200,8 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         for delivery in drained {
             switch delivery {
             case .pair(let slot, let event):
-                guard let streams = streamsByPair[slot] else { continue }
+                guard slot < streamsBySlot.count else { continue }
+                let streams = streamsBySlot[slot]
                 for stream in streams where stream.sendLive(event) { messages += 1 }
             case .everyStream(let events):
                 for event in events { sendToAll(event, kind: .herald) }
@@ -211,7 +215,7 @@ final class LoopWorker: EventSink, @unchecked Sendable {
     /// the loop's own streams, no lock.
     private func sendToAll(_ event: EncodedEvent, kind: GatewayMetrics.EventKind) {
         var count = 0
-        for streams in streamsByPair.values {
+        for streams in streamsBySlot {
             for stream in streams where stream.sendLive(event) { count += 1 }
         }
         gateway.metrics.delivered(kind, count: count)
@@ -231,7 +235,8 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         loop.runQueuedTasks()
         let event = gateway.tickEvent(id: id)
         var count = 0
-        for (slot, streams) in streamsByPair where slot % Self.tickSlices == tickSlice {
+        for slot in stride(from: tickSlice, to: streamsBySlot.count, by: Self.tickSlices) {
+            let streams = streamsBySlot[slot]
             for stream in streams where stream.sendLive(event) { count += 1 }
         }
         gateway.metrics.delivered(.tick, count: count)
