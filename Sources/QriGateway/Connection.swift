@@ -17,11 +17,7 @@ class Connection: ReadinessHandler {
     /// Half-close once the output queue is empty, and close when the peer does.
     private var halfCloseWhenFlushed = false
 
-    // Output: bytes from `outboundSent` on are unsent. OpenSSL wants a retried write to
-    // repeat the same bytes and length, so only append while a retry is pending.
-    private var outbound: [UInt8] = []
-    private var outboundSent = 0
-    private var retryLength: Int?
+    private var output = OutputQueue()
     private var writeWantsRead = false
     private var readWantsWrite = false
     var queuedForFlush = false
@@ -39,7 +35,7 @@ class Connection: ReadinessHandler {
         handshaking = tls
     }
 
-    var pendingOutputBytes: Int { outbound.count - outboundSent }
+    var pendingOutputBytes: Int { output.pendingCount }
 
     // MARK: Subclass hooks
 
@@ -127,22 +123,18 @@ class Connection: ReadinessHandler {
 
     /// Queues `bytes`; they leave in the loop's before-sleep flush, coalesced with the rest.
     func enqueue(_ bytes: [UInt8]) {
-        if outbound.isEmpty && outboundSent == 0 {
-            outbound = bytes  // shares the buffer until the next append
-        } else {
-            outbound.append(contentsOf: bytes)
-        }
+        output.append(bytes)
         scheduleFlush()
     }
 
     func enqueue(_ event: EncodedEvent) {
-        outbound.append(contentsOf: event.head)
-        outbound.append(contentsOf: event.body)
+        output.append(event.head)
+        output.append(event.body)
         scheduleFlush()
     }
 
     private func scheduleFlush() {
-        if !queuedForFlush && retryLength == nil {
+        if !queuedForFlush && output.retryLength == nil {
             queuedForFlush = true
             worker.needsFlush(self)
         }
@@ -164,30 +156,20 @@ class Connection: ReadinessHandler {
     /// Writes queued output until done or the socket is full.
     func flush() {
         if isClosed { return }
-        while outboundSent < outbound.count {
-            let length = retryLength ?? (outbound.count - outboundSent)
-            let start = outboundSent
-            let result = outbound.withUnsafeBytes { transport.write(UnsafeRawBufferPointer(rebasing: $0[start..<(start + length)])) }
-            switch result {
-            case .done(let n):
-                outboundSent += n
-                retryLength = nil
-            case .wantWrite:
-                retryLength = length
-                worker.loop.setInterest(fd: transport.fd, readingPaused ? .writable : [.readable, .writable])
-                return
-            case .wantRead:
-                retryLength = length
-                writeWantsRead = true
-                return
-            case .closed, .failed:
-                close()
-                return
-            }
+        switch output.write(to: transport) {
+        case .drained:
+            break
+        case .wantWrite:
+            worker.loop.setInterest(fd: transport.fd, readingPaused ? .writable : [.readable, .writable])
+            return
+        case .wantRead:
+            writeWantsRead = true
+            return
+        case .closed, .failed:
+            close()
+            return
         }
-        // Drained: give the memory back, most streams sit idle between events.
-        outbound = []
-        outboundSent = 0
+        // Drained (and the buffer given back: most streams sit idle between events).
         worker.loop.setInterest(fd: transport.fd, .readable)
         if readingPaused {
             readingPaused = false
@@ -230,7 +212,7 @@ class Connection: ReadinessHandler {
         isClosed = true
         worker.loop.unregister(fd: transport.fd)
         transport.close()
-        outbound = []
+        output.removeAll()
         worker.forget(self)
         didClose()
     }

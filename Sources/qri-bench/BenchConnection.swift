@@ -20,9 +20,7 @@ class BenchConnection: ReadinessHandler {
     private let offeredSession: TLSSession?
     let startedAt = Clock.monotonicNanoseconds()
 
-    private var out: [UInt8] = []
-    private var outSent = 0
-    private var retryLength: Int?
+    private var output = OutputQueue()
     private var writeWantsRead = false
     private var readWantsWrite = false
 
@@ -35,7 +33,7 @@ class BenchConnection: ReadinessHandler {
         try bench.loop.register(fd: fd, interest: .writable, handler: self)
     }
 
-    var pendingOutput: Int { out.count - outSent }
+    var pendingOutput: Int { output.pendingCount }
     var isClosed: Bool { phase == .closed }
     var tlsTransport: TLSTransport? { transport as? TLSTransport }
 
@@ -130,41 +128,30 @@ class BenchConnection: ReadinessHandler {
 
     /// Queues bytes; call `flush()` to write (once per batch).
     func queue(_ bytes: UnsafeRawBufferPointer) {
-        out.append(contentsOf: bytes)
+        output.append(bytes)
     }
 
     func queue(_ bytes: [UInt8]) {
-        out.append(contentsOf: bytes)
+        output.append(bytes)
     }
 
     /// Writes what is queued until done or the socket is full.
     func flush() {
         guard phase == .ready, let transport else { return }
-        while outSent < out.count {
-            let length = retryLength ?? (out.count - outSent)
-            let start = outSent
-            let result = out.withUnsafeBytes { transport.write(UnsafeRawBufferPointer(rebasing: $0[start..<(start + length)])) }
-            switch result {
-            case .done(let n):
-                outSent += n
-                retryLength = nil
-            case .wantWrite:
-                retryLength = length
-                bench.loop.setInterest(fd: fd, [.readable, .writable])
-                return
-            case .wantRead:
-                retryLength = length
-                writeWantsRead = true
-                return
-            case .closed:
-                return close(reason: "closed while writing")
-            case .failed(let why):
-                return close(reason: why)
-            }
-        }
-        if outSent > 0 {
-            out.removeAll(keepingCapacity: out.capacity <= 1 << 20)
-            outSent = 0
+        // A publisher keeps its buffer between batches.
+        switch output.write(to: transport, keepingCapacityUpTo: 1 << 20) {
+        case .drained:
+            break
+        case .wantWrite:
+            bench.loop.setInterest(fd: fd, [.readable, .writable])
+            return
+        case .wantRead:
+            writeWantsRead = true
+            return
+        case .closed:
+            return close(reason: "closed while writing")
+        case .failed(let why):
+            return close(reason: why)
         }
         bench.loop.setInterest(fd: fd, .readable)
     }
@@ -183,7 +170,7 @@ class BenchConnection: ReadinessHandler {
         }
         transport = nil
         fd = -1
-        out = []
+        output.removeAll()
         didClose(reason: reason)
     }
 }
