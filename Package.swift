@@ -81,8 +81,10 @@ let package = Package(
         .executableTarget(name: "FuzzSSEEncoder", dependencies: ["FuzzSupport", "QriHTTP"], path: "Tests/Fuzz/FuzzSSEEncoder"),
         .executableTarget(name: "FuzzIngestDecoder", dependencies: ["FuzzSupport", "QriGateway"], path: "Tests/Fuzz/FuzzIngestDecoder"),
 
-        .testTarget(name: "QriHTTPTests", dependencies: ["QriHTTP"], swiftSettings: strict),
-        .testTarget(name: "QriGatewayTests", dependencies: ["QriGateway"], swiftSettings: strict),
-        .testTarget(name: "QriLoopTests", dependencies: ["QriLoop"], swiftSettings: strict),
+        // Helpers the unit-test targets share (a seeded generator, a locked box).
+        .target(name: "QriTestSupport", path: "Tests/QriTestSupport", swiftSettings: strict),
+        .testTarget(name: "QriHTTPTests", dependencies: ["QriHTTP", "QriTestSupport"], swiftSettings: strict),
+        .testTarget(name: "QriGatewayTests", dependencies: ["QriGateway", "QriTestSupport"], swiftSettings: strict),
+        .testTarget(name: "QriLoopTests", dependencies: ["QriLoop", "QriTestSupport"], swiftSettings: strict),
     ]
 )

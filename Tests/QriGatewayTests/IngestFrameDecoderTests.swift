@@ -1,3 +1,4 @@
+import QriTestSupport
 import QriGateway
 import Testing
 

@@ -1,3 +1,4 @@
+import QriTestSupport
 import Foundation
 import QriGateway
 import QriLoop

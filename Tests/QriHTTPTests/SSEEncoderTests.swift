@@ -1,3 +1,4 @@
+import QriTestSupport
 import QriHTTP
 import Testing
 

@@ -1,3 +1,4 @@
+import QriTestSupport
 import QriLoop
 import Testing
 #if canImport(Glibc)
