@@ -128,8 +128,7 @@ class Connection: ReadinessHandler {
     }
 
     func enqueue(_ event: EncodedEvent) {
-        output.append(event.head)
-        output.append(event.body)
+        output.append(event.wire)
         scheduleFlush()
     }
 

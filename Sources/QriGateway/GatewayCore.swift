@@ -79,10 +79,18 @@ final class GatewayCore: Sendable {
         return routed
     }
 
+    /// Routes the messages of one ingest read, in order.
+    func route(_ messages: [IngestMessage], source: GatewayMetrics.Source) {
+        var withoutStream = 0
+        registry.route(messages) { _, routed in
+            if routed.streams == 0 { withoutStream += 1 }
+        }
+        metrics.received(source, count: messages.count)
+        if withoutStream > 0 { metrics.messagesWithoutStream.increment(by: withoutStream) }
+    }
+
     func tickEvent(id: UInt64) -> EncodedEvent {
-        var head: [UInt8] = []
-        SSEEncoder.appendIDLine(id, to: &head)
-        return EncodedEvent(id: id, head: head, body: Self.tickBody)
+        EncodedEvent(id: id, body: Self.tickBody)
     }
 
     private static let tickBody: [UInt8] = {

@@ -36,7 +36,7 @@ public final class GatewayMetrics: Sendable {
 
     public func connectionOpened(_ listener: Listener) { connections[index(listener)].increment() }
     public func connectionClosed(_ listener: Listener) { connections[index(listener)].decrement() }
-    public func received(_ source: Source) { received[index(source)].increment() }
+    public func received(_ source: Source, count: Int = 1) { received[index(source)].increment(by: count) }
     public func delivered(_ kind: EventKind, count: Int = 1) {
         if count > 0 { delivered[index(kind)].increment(by: Int64(count)) }
     }

@@ -6,6 +6,8 @@ final class IngestConnection: Connection {
     private var decoder: IngestFrameDecoder
     /// Bytes read since the loop last reported this connection readable.
     private var readThisTurn = 0
+    /// The messages of one read, routed together; kept for its capacity.
+    private var batch: [IngestMessage] = []
 
     init(worker: LoopWorker, transport: any Transport) {
         decoder = IngestFrameDecoder(maxFrameBytes: worker.gateway.configuration.maxFrameBytes)
@@ -14,8 +16,15 @@ final class IngestConnection: Connection {
 
     override func didRead(_ bytes: UnsafeRawBufferPointer) -> Bool {
         let gateway = worker.gateway
+        // The frames of one read are routed under one registry lock; those before a bad
+        // frame are routed too.
+        let fed = Result { () throws(IngestFrameError) in try decoder.feed(bytes) { batch.append($0) } }
+        if !batch.isEmpty {
+            gateway.route(batch, source: .ingest)
+            batch.removeAll(keepingCapacity: true)
+        }
         do {
-            try decoder.feed(bytes) { gateway.route($0.message, to: $0.pair, source: .ingest) }
+            try fed.get()
         } catch {
             gateway.metrics.rejected(.badFrame)
             gateway.logger.notice("closing ingest connection", metadata: ["reason": "\(error)"])
@@ -38,5 +47,10 @@ final class IngestConnection: Connection {
         readThisTurn = 0
     }
 
-    private static let bytesPerTurn = 256 << 10
+    /// What one ingest connection may read per pass. Past fairness among connections, it
+    /// sets how well output coalesces under saturation: a pass that reads more before the
+    /// loop flushes (a bounded number of connections per pass) leaves more events queued per
+    /// stream, so they share one TLS record and one write(2), the largest cost per event.
+    /// 256 KiB gave 11–13 µs of server CPU per targeted event flat out, 1 MiB 7–9 µs.
+    private static let bytesPerTurn = 1 << 20
 }

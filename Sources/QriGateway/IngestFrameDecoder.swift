@@ -1,9 +1,20 @@
 import SwiftASN1
 
-/// One message as a backend sent it over the ingest port.
+/// One message as a backend sent it over the ingest port. The fields are slices of the
+/// buffer the frame was read into: decoding copies nothing.
 public struct IngestMessage: Sendable, Equatable {
-    public let pair: PairKey
-    public let message: [UInt8]
+    public let peer: ArraySlice<UInt8>
+    public let checksum: ArraySlice<UInt8>
+    public let message: ArraySlice<UInt8>
+
+    public init(peer: ArraySlice<UInt8>, checksum: ArraySlice<UInt8>, message: ArraySlice<UInt8>) {
+        self.peer = peer
+        self.checksum = checksum
+        self.message = message
+    }
+
+    /// The pair, as a key of its own.
+    public var pair: PairKey { PairKey(peer: Array(peer), checksum: Array(checksum)) }
 }
 
 /// Why an ingest connection was closed.
@@ -108,8 +119,7 @@ public struct IngestFrameDecoder: Sendable {
                 let checksum = try ASN1OctetString(berEncoded: &nodes)
                 let message = try ASN1OctetString(berEncoded: &nodes)
                 guard nodes.next() == nil else { throw IngestFrameError.malformed("more than three fields") }
-                return IngestMessage(pair: PairKey(peer: Array(peer.bytes), checksum: Array(checksum.bytes)),
-                                     message: Array(message.bytes))
+                return IngestMessage(peer: peer.bytes, checksum: checksum.bytes, message: message.bytes)
             }
         } catch let error as IngestFrameError {
             throw error

@@ -11,8 +11,15 @@ import Synchronization
 /// `deliver(_:to:)` (the registry, under its lock) and `loop.execute`, which queue work.
 final class LoopWorker: EventSink, @unchecked Sendable {
     private enum Delivery {
-        case pair(slot: Int, event: EncodedEvent)
+        case pairs([PairDelivery])
         case everyStream([EncodedEvent])
+    }
+
+    /// What the registry handed in and this loop has not drained yet.
+    private struct Inbox {
+        var deliveries: [Delivery] = []
+        /// Events in `deliveries`: the loop's backlog.
+        var events = 0
     }
 
     enum TimeoutKind: Int, CaseIterable { case handshake, header, idle, linger }
@@ -32,8 +39,8 @@ final class LoopWorker: EventSink, @unchecked Sendable {
     private var streamsBySlot: [[StreamConnection]] = []
     /// Events the registry handed to this loop, drained once per pass: one cross-thread
     /// hand-off per batch rather than per event.
-    private let inbox = Mutex<[Delivery]>([])
-    private var drained: [Delivery] = []
+    private let inbox = Mutex(Inbox())
+    private var drained = Inbox()
     /// Ingest connections waiting for the loops to catch up.
     private var pausedIngest: [IngestConnection] = []
     private var flushQueue = Deque<Connection>()
@@ -161,27 +168,28 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         gateway.metrics.streams.decrement()
     }
 
-    /// The registry hands an event for `pair` to this loop. Runs on the routing thread,
-    /// under the registry's lock.
-    func deliver(_ event: EncodedEvent, to pair: PairKey, slot: Int) {
-        hand(.pair(slot: slot, event: event))
+    /// The registry hands events for pairs to this loop. Runs on the routing thread, under
+    /// the registry's lock.
+    func deliver(_ deliveries: [PairDelivery]) {
+        hand(.pairs(deliveries), events: deliveries.count)
     }
 
     /// The registry hands stored-message events for every stream. Runs on the routing thread.
     func broadcast(_ events: [EncodedEvent]) {
-        hand(.everyStream(events))
+        hand(.everyStream(events), events: events.count)
     }
 
-    private func hand(_ delivery: Delivery) {
+    private func hand(_ delivery: Delivery, events: Int) {
         let first = inbox.withLock { inbox in
-            inbox.append(delivery)
-            return inbox.count == 1
+            inbox.deliveries.append(delivery)
+            inbox.events += events
+            return inbox.deliveries.count == 1
         }
         if first { loop.execute { [self] in drainInbox() } }
     }
 
-    /// Deliveries handed in and not yet drained. Any thread.
-    var backlog: Int { inbox.withLock { $0.count } }
+    /// Events handed in and not yet drained. Any thread.
+    var backlog: Int { inbox.withLock { $0.events } }
 
     func resumeWhenDrained(_ connection: IngestConnection) {
         pausedIngest.append(connection)
@@ -197,17 +205,18 @@ final class LoopWorker: EventSink, @unchecked Sendable {
     private func drainInbox() {
         inbox.withLock { swap(&$0, &drained) }
         var messages = 0
-        for delivery in drained {
+        for delivery in drained.deliveries {
             switch delivery {
-            case .pair(let slot, let event):
-                guard slot < streamsBySlot.count else { continue }
-                let streams = streamsBySlot[slot]
-                for stream in streams where stream.sendLive(event) { messages += 1 }
+            case .pairs(let deliveries):
+                for delivery in deliveries where delivery.slot < streamsBySlot.count {
+                    for stream in streamsBySlot[delivery.slot] where stream.sendLive(delivery.event) { messages += 1 }
+                }
             case .everyStream(let events):
                 for event in events { sendToAll(event, kind: .herald) }
             }
         }
-        drained.removeAll(keepingCapacity: true)
+        drained.deliveries.removeAll(keepingCapacity: true)
+        drained.events = 0
         gateway.metrics.delivered(.message, count: messages)
     }
 

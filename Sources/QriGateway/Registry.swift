@@ -6,11 +6,17 @@ import Synchronization
 /// Where the registry hands events for the streams of one loop. Called under the registry's
 /// lock, so it must only queue work (never block, never call back into the registry).
 public protocol EventSink: Sendable {
-    /// Queues `event` for the loop's streams of `pair`, which the registry numbers `slot`
-    /// for as long as the pair has a stream.
-    func deliver(_ event: EncodedEvent, to pair: PairKey, slot: Int)
+    /// Queues `deliveries`, in order, each for the loop's streams of its pair.
+    func deliver(_ deliveries: [PairDelivery])
     /// Queues `events` for every stream of the loop (backdoor broadcasts).
     func broadcast(_ events: [EncodedEvent])
+}
+
+/// One event for the streams of one pair on one loop.
+public struct PairDelivery: Sendable {
+    /// The registry's number for the pair, stable while the pair has a stream.
+    public let slot: Int
+    public let event: EncodedEvent
 }
 
 /// How a new stream starts: what to replay, whether to announce a gap, and from which id on
@@ -61,6 +67,8 @@ public final class Registry: Sendable {
     /// streams by a small integer, and are linked from least to most recently used.
     private struct Pair {
         let key: PairKey
+        /// `PairIndex.hash` of the key.
+        let hash: Int
         var streamsPerLoop: [Int32]
         var streams = 0
         var events = Deque<EncodedEvent>()
@@ -76,7 +84,12 @@ public final class Registry: Sendable {
         var newer = -1
         var linked = false
 
-        static let vacant = Pair(key: PairKey(peer: [], checksum: []), streamsPerLoop: [], createdAfter: 0, touched: 0)
+        static let vacant = Pair(key: PairKey(peer: [], checksum: []), hash: 0, streamsPerLoop: [], createdAfter: 0, touched: 0)
+
+        func hasKey(hash: Int, peer: UnsafeRawBufferPointer, checksum: UnsafeRawBufferPointer) -> Bool {
+            guard self.hash == hash else { return false }
+            return key.peer.withUnsafeBytes { $0.elementsEqual(peer) } && key.checksum.withUnsafeBytes { $0.elementsEqual(checksum) }
+        }
     }
 
     private struct State {
@@ -85,7 +98,7 @@ public final class Registry: Sendable {
         /// that fields are read and changed in place, never by copying a whole pair.
         var slots: [Pair] = []
         var freeSlots: [Int] = []
-        var index: [PairKey: Int] = [:]
+        var index = PairIndex()
         var oldest = -1
         var newest = -1
         var historyBytes = 0
@@ -99,10 +112,21 @@ public final class Registry: Sendable {
 
         init(clock: EventIDClock) { self.clock = clock }
 
-        /// The slot of `key`, made if new.
-        mutating func slot(of key: PairKey, loops: Int, createdAfter: UInt64, now: UInt64) -> Int {
-            if let s = index[key] { return s }
-            let pair = Pair(key: key, streamsPerLoop: Array(repeating: 0, count: loops), createdAfter: createdAfter, touched: now)
+        /// The slot of the pair with these key bytes and `PairIndex.hash`, if it has one.
+        func find(hash: Int, peer: UnsafeRawBufferPointer, checksum: UnsafeRawBufferPointer) -> Int? {
+            index.find(hash: hash) { slots[$0].hasKey(hash: hash, peer: peer, checksum: checksum) }
+        }
+
+        func find(_ key: PairKey) -> Int? {
+            key.peer.withUnsafeBytes { peer in
+                key.checksum.withUnsafeBytes { find(hash: PairIndex.hash(key), peer: peer, checksum: $0) }
+            }
+        }
+
+        /// Gives `key`, which has no slot, a new one.
+        mutating func makeSlot(for key: PairKey, hash: Int, loops: Int, createdAfter: UInt64, now: UInt64) -> Int {
+            let pair = Pair(key: key, hash: hash, streamsPerLoop: Array(repeating: 0, count: loops),
+                            createdAfter: createdAfter, touched: now)
             let s: Int
             if let free = freeSlots.popLast() {
                 s = free
@@ -111,7 +135,8 @@ public final class Registry: Sendable {
                 s = slots.count
                 slots.append(pair)
             }
-            index[key] = s
+            let slots = self.slots
+            index.insert(slot: s, hash: hash) { slots[$0].hash }
             return s
         }
 
@@ -141,8 +166,9 @@ public final class Registry: Sendable {
             // Whatever this pair knew it had lost, or still held, is now unknowable for it.
             if let newest = pair.events.last { droppedUpTo = max(droppedUpTo, newest.id) }
             droppedUpTo = max(droppedUpTo, pair.evictedUpTo)
-            index[pair.key] = nil
             slots[s] = .vacant
+            let slots = self.slots
+            index.remove(slot: s, hash: pair.hash) { slots[$0].hash }
             freeSlots.append(s)
         }
 
@@ -203,43 +229,73 @@ public final class Registry: Sendable {
 
     /// Routes `message` to the streams of `pair` and appends it to the pair's history.
     public func route(_ message: some Collection<UInt8>, to pair: PairKey) -> Routed {
-        var body: [UInt8] = []
-        SSEEncoder.appendBody(data: message, to: &body)
-        let now = Clock.monotonicNanoseconds()
-        let keepsHistory = limits.eventsPerPair > 0
-        return state.withLock { state in
-            let id = state.clock.next()
-            let event = EncodedEvent(id: id, head: Self.idLine(id), body: body)
-            guard keepsHistory || state.index[pair] != nil else { return Routed(id: id, streams: 0) }
-            let s = state.slot(of: pair, loops: loopCount, createdAfter: id - 1, now: now)
-            let streams = state.slots[s].streams
-            if streams > 0 {
-                for loop in 0..<loopCount where state.slots[s].streamsPerLoop[loop] > 0 {
-                    state.sinks[loop].deliver(event, to: pair, slot: s)
-                }
-            }
-            guard keepsHistory else { return Routed(id: id, streams: streams) }
-            // Mutated in place: the history is never copied.
-            state.slots[s].events.append(event)
-            state.slots[s].bytes += event.size
-            state.historyBytes += event.size
-            while state.slots[s].events.count > limits.eventsPerPair, let old = state.slots[s].events.popFirst() {
-                state.slots[s].bytes -= old.size
-                state.historyBytes -= old.size
-                state.slots[s].evictedUpTo = max(state.slots[s].evictedUpTo, old.id)
-            }
-            if streams == 0 { state.scheduleExpiry(s, now: now, ttl: limits.ttlNanoseconds) }
-            state.touch(s)
-            state.enforceMemory(limits.memoryBytes)
-            return Routed(id: id, streams: streams)
-        }
+        var routed = Routed(id: 0, streams: 0)
+        route([IngestMessage(peer: pair.peer[...], checksum: pair.checksum[...], message: ArraySlice(message))]) { routed = $1 }
+        return routed
     }
 
-    static func idLine(_ id: UInt64) -> [UInt8] {
-        var head: [UInt8] = []
-        head.reserveCapacity(24)
-        SSEEncoder.appendIDLine(id, to: &head)
-        return head
+    /// Routes `messages` in order, as `route(_:to:)` does each, under one lock, with one
+    /// hand-off per loop; calls `record` with each message's position and what routing it did.
+    public func route(_ messages: [IngestMessage], record: (Int, Routed) -> Void) {
+        // Everything that needs no lock is done first: data parts and key hashes.
+        var bodies: [UInt8] = []
+        var ends: [Int] = []
+        var hashes: [Int] = []
+        ends.reserveCapacity(messages.count)
+        hashes.reserveCapacity(messages.count)
+        for message in messages {
+            SSEEncoder.appendBody(data: message.message, to: &bodies)
+            ends.append(bodies.count)
+            hashes.append(message.peer.withUnsafeBytes { peer in
+                message.checksum.withUnsafeBytes { PairIndex.hash(peer: peer, checksum: $0) }
+            })
+        }
+        let now = Clock.monotonicNanoseconds()
+        let keepsHistory = limits.eventsPerPair > 0
+        let loopCount = self.loopCount
+        state.withLock { state in
+            var handOffs = [[PairDelivery]](repeating: [], count: loopCount)
+            var start = 0
+            for (i, message) in messages.enumerated() {
+                let id = state.clock.next()
+                let event = EncodedEvent(id: id, body: bodies[start..<ends[i]])
+                start = ends[i]
+                let hash = hashes[i]
+                let found = message.peer.withUnsafeBytes { peer in
+                    message.checksum.withUnsafeBytes { state.find(hash: hash, peer: peer, checksum: $0) }
+                }
+                guard found != nil || keepsHistory else {
+                    record(i, Routed(id: id, streams: 0))
+                    continue
+                }
+                let s = found ?? state.makeSlot(for: message.pair, hash: hash, loops: loopCount, createdAfter: id - 1, now: now)
+                let streams = state.slots[s].streams
+                if streams > 0 {
+                    for loop in 0..<loopCount where state.slots[s].streamsPerLoop[loop] > 0 {
+                        handOffs[loop].append(PairDelivery(slot: s, event: event))
+                    }
+                }
+                record(i, Routed(id: id, streams: streams))
+                guard keepsHistory else { continue }
+                // Mutated in place: the history is never copied.
+                state.slots[s].events.append(event)
+                state.slots[s].bytes += event.size
+                state.historyBytes += event.size
+                while state.slots[s].events.count > limits.eventsPerPair, let old = state.slots[s].events.popFirst() {
+                    state.slots[s].bytes -= old.size
+                    state.historyBytes -= old.size
+                    state.slots[s].evictedUpTo = max(state.slots[s].evictedUpTo, old.id)
+                }
+                if streams == 0 { state.scheduleExpiry(s, now: now, ttl: limits.ttlNanoseconds) }
+                state.touch(s)
+                // Drops only pairs without streams, so no slot handed off above is reused here.
+                state.enforceMemory(limits.memoryBytes)
+            }
+            // Under the lock that issued the ids: every loop sees events in id order.
+            for loop in 0..<loopCount where !handOffs[loop].isEmpty {
+                state.sinks[loop].deliver(handOffs[loop])
+            }
+        }
     }
 
     // MARK: Stored backdoor messages
@@ -286,7 +342,7 @@ public final class Registry: Sendable {
     private static func broadcast(_ bodies: [[UInt8]], _ state: inout State) {
         let events = bodies.map { body in
             let id = state.clock.next()
-            return EncodedEvent(id: id, head: idLine(id), body: body)
+            return EncodedEvent(id: id, body: body)
         }
         for sink in state.sinks { sink.broadcast(events) }
     }
@@ -309,10 +365,11 @@ public final class Registry: Sendable {
             // the requested one.
             let heralds = state.heralds.sorted { $0.key < $1.key }.map { stored in
                 let id = lastEventID ?? state.clock.next()
-                return EncodedEvent(id: id, head: Self.idLine(id), body: stored.value.body)
+                return EncodedEvent(id: id, body: stored.value.body)
             }
             let startID = state.clock.latest
-            let s = state.slot(of: pair, loops: loopCount, createdAfter: tickID, now: now)
+            let s = state.find(pair)
+                ?? state.makeSlot(for: pair, hash: PairIndex.hash(pair), loops: loopCount, createdAfter: tickID, now: now)
             state.slots[s].streamsPerLoop[loop] += 1
             state.slots[s].streams += 1
             var replay: [EncodedEvent] = []
@@ -333,7 +390,7 @@ public final class Registry: Sendable {
     public func closeStream(_ pair: PairKey, loop: Int) {
         let now = Clock.monotonicNanoseconds()
         state.withLock { state in
-            guard let s = state.index[pair] else { return }
+            guard let s = state.find(pair) else { return }
             state.slots[s].streamsPerLoop[loop] -= 1
             state.slots[s].streams -= 1
             guard state.slots[s].streams == 0 else { return }
@@ -353,7 +410,7 @@ public final class Registry: Sendable {
         state.withLock { state in
             while let first = state.expiry.first, first.deadline <= now {
                 state.expiry.removeFirst()
-                guard let s = state.index[first.pair], state.slots[s].awaitingExpiry else { continue }
+                guard let s = state.find(first.pair), state.slots[s].awaitingExpiry else { continue }
                 if state.slots[s].streams > 0 {
                     state.slots[s].awaitingExpiry = false
                 } else if state.slots[s].touched + ttl > now {

@@ -138,8 +138,7 @@ final class StreamConnection: Connection {
         SSEEncoder.appendEvent(id: leadID, data: Array("Tick".utf8), to: &out)
         gateway.metrics.delivered(.tick)
         for event in start.heralds {
-            out += event.head
-            out += event.body
+            out += event.wire
         }
         gateway.metrics.delivered(.herald, count: start.heralds.count)
         if start.gap, let lastEventID {
@@ -149,8 +148,7 @@ final class StreamConnection: Connection {
             gateway.metrics.delivered(.gap)
         }
         for event in start.replay {
-            out += event.head
-            out += event.body
+            out += event.wire
         }
         gateway.metrics.delivered(.replay, count: start.replay.count)
         enqueue(out)

@@ -33,19 +33,25 @@ private func frame(_ peer: String, _ checksum: String, _ message: [UInt8]) -> [U
     frame(Array(peer.utf8), Array(checksum.utf8), message)
 }
 
-private func feed(_ decoder: inout IngestFrameDecoder, _ bytes: [UInt8], into out: inout [IngestMessage]) throws(IngestFrameError) {
-    var got: [IngestMessage] = []
+/// A decoded message, copied out of the decoder's buffer.
+private struct Decoded: Equatable {
+    let pair: PairKey
+    let message: [UInt8]
+}
+
+private func feed(_ decoder: inout IngestFrameDecoder, _ bytes: [UInt8], into out: inout [Decoded]) throws(IngestFrameError) {
+    var got: [Decoded] = []
     let result = bytes.withUnsafeBytes { raw in
-        Result { () throws(IngestFrameError) in try decoder.feed(raw) { got.append($0) } }
+        Result { () throws(IngestFrameError) in try decoder.feed(raw) { got.append(Decoded(pair: $0.pair, message: Array($0.message))) } }
     }
     out += got
     try result.get()
 }
 
 /// Decodes `bytes` fed in one piece.
-private func decodeAll(_ bytes: [UInt8], maxFrameBytes: Int = 1 << 20) throws(IngestFrameError) -> [IngestMessage] {
+private func decodeAll(_ bytes: [UInt8], maxFrameBytes: Int = 1 << 20) throws(IngestFrameError) -> [Decoded] {
     var decoder = IngestFrameDecoder(maxFrameBytes: maxFrameBytes)
-    var out: [IngestMessage] = []
+    var out: [Decoded] = []
     try feed(&decoder, bytes, into: &out)
     #expect(decoder.bufferedBytes == 0)
     return out
@@ -108,7 +114,7 @@ private func isMalformed(_ error: IngestFrameError) -> Bool {
         // Two pieces, split at every position.
         for cut in 0...bytes.count {
             var decoder = IngestFrameDecoder(maxFrameBytes: 1 << 20)
-            var out: [IngestMessage] = []
+            var out: [Decoded] = []
             try feed(&decoder, Array(bytes[..<cut]), into: &out)
             #expect(out.isEmpty || cut == bytes.count)
             try feed(&decoder, Array(bytes[cut...]), into: &out)
@@ -117,7 +123,7 @@ private func isMalformed(_ error: IngestFrameError) -> Bool {
         }
         // One byte at a time.
         var decoder = IngestFrameDecoder(maxFrameBytes: 1 << 20)
-        var out: [IngestMessage] = []
+        var out: [Decoded] = []
         for (i, byte) in bytes.enumerated() {
             try feed(&decoder, [byte], into: &out)
             #expect(out.isEmpty == (i < bytes.count - 1))
@@ -132,7 +138,7 @@ private func isMalformed(_ error: IngestFrameError) -> Bool {
         var rng = SplitMix64(seed: 99)
         for _ in 0..<5 {
             var decoder = IngestFrameDecoder(maxFrameBytes: 1 << 20)
-            var out: [IngestMessage] = []
+            var out: [Decoded] = []
             var offset = 0
             while offset < bytes.count {
                 let n = min(bytes.count - offset, 1 + Int(rng.next() % 20_000))
@@ -165,7 +171,7 @@ private func isMalformed(_ error: IngestFrameError) -> Bool {
 
         // The same stream in random chunks, frames split anywhere.
         var decoder = IngestFrameDecoder(maxFrameBytes: 1 << 20)
-        var out: [IngestMessage] = []
+        var out: [Decoded] = []
         var offset = 0
         while offset < bytes.count {
             let n = min(bytes.count - offset, 1 + Int(rng.next() % 700))
@@ -179,7 +185,7 @@ private func isMalformed(_ error: IngestFrameError) -> Bool {
     @Test func completeFramesBeforeAnIncompleteOneAreDelivered() throws {
         let a = frame("a", "1", Array("first".utf8)), b = frame("b", "2", Array("second".utf8))
         var decoder = IngestFrameDecoder(maxFrameBytes: 1 << 20)
-        var out: [IngestMessage] = []
+        var out: [Decoded] = []
         try feed(&decoder, a + b.prefix(5), into: &out)
         #expect(out.map(\.message) == [Array("first".utf8)])
         #expect(decoder.bufferedBytes == 5)
@@ -199,7 +205,7 @@ private func isMalformed(_ error: IngestFrameError) -> Bool {
 
     @Test func garbageAfterGoodFramesDeliversTheGoodOnes() {
         var decoder = IngestFrameDecoder(maxFrameBytes: 1 << 20)
-        var out: [IngestMessage] = []
+        var out: [Decoded] = []
         #expect(throws: IngestFrameError.notASequence(0x47)) {
             try feed(&decoder, frame("p", "s", [1]) + frame("p", "s", [2]) + Array("GET / HTTP/1.1\r\n".utf8), into: &out)
         }
@@ -223,7 +229,7 @@ private func isMalformed(_ error: IngestFrameError) -> Bool {
     @Test func tooLargeBeforeAllBytesArrive() {
         // Only the header of a 300-byte frame, with a 100-byte cap: refused at once.
         var decoder = IngestFrameDecoder(maxFrameBytes: 100)
-        var out: [IngestMessage] = []
+        var out: [Decoded] = []
         let whole = frame(Array("p".utf8), Array("s".utf8), pattern(290, seed: 1))
         #expect(throws: IngestFrameError.tooLarge(whole.count)) {
             try feed(&decoder, Array(whole.prefix(4)), into: &out)

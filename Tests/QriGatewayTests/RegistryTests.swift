@@ -9,15 +9,19 @@ import Testing
 final class RecordingSink: EventSink {
     struct Delivery: Sendable {
         let id: UInt64
-        let pair: PairKey
+        let slot: Int
         let body: [UInt8]
     }
 
     let deliveries = Mutex<[Delivery]>([])
+    let handOffs = Mutex(0)
     let broadcasts = Mutex<[[EncodedEvent]]>([])
 
-    func deliver(_ event: EncodedEvent, to pair: PairKey, slot: Int) {
-        deliveries.withLock { $0.append(Delivery(id: event.id, pair: pair, body: event.body)) }
+    func deliver(_ deliveries: [PairDelivery]) {
+        handOffs.withLock { $0 += 1 }
+        self.deliveries.withLock {
+            $0 += deliveries.map { Delivery(id: $0.event.id, slot: $0.slot, body: Array($0.event.body)) }
+        }
     }
 
     func broadcast(_ events: [EncodedEvent]) {
@@ -35,7 +39,7 @@ private let C = PairKey(peer: "carol", checksum: "c1")
 private let D = PairKey(peer: "dave", checksum: "d1")
 
 private func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
-private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
+private func text(_ bytes: some Collection<UInt8>) -> String { String(decoding: bytes, as: UTF8.self) }
 
 private func makeRegistry(events: Int = 64, ttlSeconds: Double = 300, memory: Int = 64 << 20,
                           loops: Int = 1) -> (Registry, [RecordingSink]) {
@@ -342,21 +346,47 @@ private let farFuture: UInt64 = 1 << 62
 
     // MARK: Sinks
 
+    @Test func aBatchIsRoutedInOrderWithOneHandOffPerLoop() {
+        let (registry, sinks) = makeRegistry(loops: 2)
+        let onA = registry.openStream(A, loop: 0, lastEventID: nil)
+        let onB = registry.openStream(B, loop: 1, lastEventID: nil)
+        let buffer = bytes("alicea1bobb1carolc1")
+        let messages = [(0, 5, 7), (7, 10, 12), (12, 17, 19), (0, 5, 7)].enumerated().map { n, cut in
+            IngestMessage(peer: buffer[cut.0..<cut.1], checksum: buffer[cut.1..<cut.2], message: bytes("m\(n)")[...])
+        }
+        var routed: [(Int, Registry.Routed)] = []
+        registry.route(messages) { routed.append(($0, $1)) }
+
+        #expect(routed.map(\.0) == [0, 1, 2, 3])
+        #expect(routed.map(\.1.streams) == [1, 1, 0, 1])
+        #expect(zip(routed, routed.dropFirst()).allSatisfy { $0.1.id < $1.1.id })
+        #expect(sinks[0].handOffs.withLock { $0 } == 1)
+        #expect(sinks[1].handOffs.withLock { $0 } == 1)
+        #expect(sinks[0].delivered.map { text($0.body) } == ["data: m0\n\n", "data: m3\n\n"])
+        #expect(sinks[0].delivered.allSatisfy { $0.slot == onA.slot })
+        #expect(sinks[1].delivered.map(\.slot) == [onB.slot])
+        // Every message is in its pair's history, C's included (it has no stream).
+        #expect(registry.pairCount == 3)
+        let replay = registry.openStream(C, loop: 0, lastEventID: registry.firstID)
+        #expect(replay.replay.map { text($0.body) } == ["data: m2\n\n"])
+    }
+
     @Test func eventsGoOnlyToLoopsWithStreamsOfThePair() {
         let (registry, sinks) = makeRegistry(loops: 3)
         let sameCheckDifferentPeer = PairKey(peer: "mallory", checksum: "a1")
         let samePeerDifferentCheck = PairKey(peer: "alice", checksum: "zz")
-        _ = registry.openStream(A, loop: 0, lastEventID: nil)
+        let streamOfA = registry.openStream(A, loop: 0, lastEventID: nil)
         _ = registry.openStream(A, loop: 2, lastEventID: nil)
         _ = registry.openStream(A, loop: 2, lastEventID: nil)
-        _ = registry.openStream(samePeerDifferentCheck, loop: 1, lastEventID: nil)
+        let streamOfOther = registry.openStream(samePeerDifferentCheck, loop: 1, lastEventID: nil)
+        #expect(streamOfA.slot != streamOfOther.slot)
 
         let first = registry.route(bytes("one"), to: A)
         #expect(first.streams == 3)
         #expect(sinks[0].deliveredIDs == [first.id])
         #expect(sinks[1].deliveredIDs == [])
         #expect(sinks[2].deliveredIDs == [first.id], "one hand-off per loop, however many streams it holds")
-        #expect(sinks[0].delivered.first?.pair == A)
+        #expect(sinks[0].delivered.first?.slot == streamOfA.slot)
         #expect(sinks[0].delivered.first.map { text($0.body) } == "data: one\n\n")
 
         let other = registry.route(bytes("two"), to: samePeerDifferentCheck)
@@ -435,8 +465,9 @@ private let farFuture: UInt64 = 1 << 62
                         open.append(pair)
                         everOpened.insert(pair)
                     }
-                    let pair = pairs[Int(rng.next() % UInt64(pairs.count))]
-                    mine.append(registry.route(Array("\(loop)/\(i)".utf8), to: pair).id)
+                    let p = Int(rng.next() % UInt64(pairs.count))
+                    // The data names the pair: sinks see only the registry's slot numbers.
+                    mine.append(registry.route(Array("\(p)/\(loop)/\(i)".utf8), to: pairs[p]).id)
                     if !open.isEmpty && rng.next() % 3 == 0 {
                         registry.closeStream(open.remove(at: Int(rng.next() % UInt64(open.count))), loop: loop)
                     }
@@ -456,14 +487,17 @@ private let farFuture: UInt64 = 1 << 62
         #expect(ids.count == loops * perThread)
         #expect(Set(ids).count == ids.count, "ids are unique")
         let everOpened = opened.value
+        func pairOf(_ delivery: RecordingSink.Delivery) -> PairKey {
+            pairs[Int(text(delivery.body).dropFirst("data: ".count).prefix { $0 != "/" })!]
+        }
         for (loop, sink) in sinks.enumerated() {
             let delivered = sink.delivered
             #expect(zip(delivered, delivered.dropFirst()).allSatisfy { $0.id < $1.id }, "loop \(loop) saw ids out of order")
             for pair in pairs {
-                let perPair = delivered.filter { $0.pair == pair }.map(\.id)
+                let perPair = delivered.filter { pairOf($0) == pair }.map(\.id)
                 #expect(zip(perPair, perPair.dropFirst()).allSatisfy { $0 < $1 })
             }
-            #expect(delivered.allSatisfy { everOpened[loop].contains($0.pair) }, "loop \(loop) got events of a pair it never opened")
+            #expect(delivered.allSatisfy { everOpened[loop].contains(pairOf($0)) }, "loop \(loop) got events of a pair it never opened")
             #expect(Set(delivered.map(\.id)).isSubset(of: Set(ids)))
         }
         if eventsPerPair == 0 {
