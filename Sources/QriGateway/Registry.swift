@@ -119,8 +119,15 @@ public final class Registry: Sendable {
 
         func find(_ key: PairKey) -> Int? {
             key.peer.withUnsafeBytes { peer in
-                key.checksum.withUnsafeBytes { find(hash: PairIndex.hash(key), peer: peer, checksum: $0) }
+                key.checksum.withUnsafeBytes { checksum in
+                    find(hash: PairIndex.hash(peer: peer, checksum: checksum), peer: peer, checksum: checksum)
+                }
             }
+        }
+
+        /// The slot of `key`, made if new.
+        mutating func slot(of key: PairKey, loops: Int, createdAfter: UInt64, now: UInt64) -> Int {
+            find(key) ?? makeSlot(for: key, hash: PairIndex.hash(key), loops: loops, createdAfter: createdAfter, now: now)
         }
 
         /// Gives `key`, which has no slot, a new one.
@@ -368,8 +375,7 @@ public final class Registry: Sendable {
                 return EncodedEvent(id: id, body: stored.value.body)
             }
             let startID = state.clock.latest
-            let s = state.find(pair)
-                ?? state.makeSlot(for: pair, hash: PairIndex.hash(pair), loops: loopCount, createdAfter: tickID, now: now)
+            let s = state.slot(of: pair, loops: loopCount, createdAfter: tickID, now: now)
             state.slots[s].streamsPerLoop[loop] += 1
             state.slots[s].streams += 1
             var replay: [EncodedEvent] = []

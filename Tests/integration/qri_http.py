@@ -135,6 +135,21 @@ class Dechunker:
         return bytes(out)
 
 
+def connect_tcp(port: int, timeout: float, rcvbuf: Optional[int] = None) -> socket.socket:
+    """A TCP connection to HOST:port with a timeout and, when given, a receive buffer size."""
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        # Set before connect so the TCP window is small from the start.
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    raw.settimeout(timeout)
+    try:
+        raw.connect((HOST, port))
+    except BaseException:
+        raw.close()
+        raise
+    return raw
+
+
 class TLSConn:
     """A TLS client connection to 127.0.0.1 (SNI and verification: localhost) with a read
     buffer and deadline-bound reads."""
@@ -143,13 +158,8 @@ class TLSConn:
                  server_hostname: str = "localhost", timeout: float = DEFAULT_WAIT,
                  rcvbuf: Optional[int] = None, suppress_ragged_eofs: bool = True):
         self.ctx = context or client_context(ca)
-        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf:
-            # Set before connect so the TCP window is small from the start.
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        raw.settimeout(timeout)
+        raw = connect_tcp(port, timeout, rcvbuf)
         try:
-            raw.connect((HOST, port))
             self.sock = self.ctx.wrap_socket(raw, server_hostname=server_hostname,
                                              suppress_ragged_eofs=suppress_ragged_eofs)
         except BaseException:
@@ -466,17 +476,8 @@ class PlainConn(TLSConn):
     listener with `--admin-plaintext`)."""
 
     def __init__(self, port: int, *, timeout: float = DEFAULT_WAIT, rcvbuf: Optional[int] = None):
-        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf:
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        raw.settimeout(timeout)
-        try:
-            raw.connect((HOST, port))
-        except BaseException:
-            raw.close()
-            raise
         self.ctx = None
-        self.sock = raw
+        self.sock = connect_tcp(port, timeout, rcvbuf)
         self.buf = b""
         self.closed: Optional[str] = None
 
