@@ -85,24 +85,28 @@ public struct RequestReader: Sendable {
             compact()
             return .request(HTTPRequest(head: head, body: body))
         case .chunkedBody(let head, var decoder):
+            // The state gives up its copy first, so that the decoder's body is uniquely
+            // referenced and grows in place instead of being copied on every call.
+            state = .head
             let start = consumed
-            let used: Result<Int, HTTPError> = buffer.withUnsafeBytes { raw in
-                Result { () throws(HTTPError) in try decoder.feed(UnsafeRawBufferPointer(rebasing: raw[start...])) }
-            }
-            switch used {
-            case .failure(let error):
-                return .failed(error)
-            case .success(let n):
-                consumed += n
-                if decoder.isComplete {
-                    state = .head
-                    compact()
-                    return .request(HTTPRequest(head: head, body: decoder.body))
+            var failure: HTTPError?
+            let used = buffer.withUnsafeBytes { raw -> Int in
+                do throws(HTTPError) {
+                    return try decoder.feed(UnsafeRawBufferPointer(rebasing: raw[start...]))
+                } catch {
+                    failure = error
+                    return 0
                 }
-                state = .chunkedBody(head, decoder)
-                compact()
-                return .needMore
             }
+            if let failure { return .failed(failure) }
+            consumed += used
+            if decoder.isComplete {
+                compact()
+                return .request(HTTPRequest(head: head, body: decoder.body))
+            }
+            state = .chunkedBody(head, decoder)
+            compact()
+            return .needMore
         }
     }
 
