@@ -5,6 +5,13 @@
 #include <unistd.h>
 #include <pthread.h>
 #include <sys/resource.h>
+#include <stdio.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #ifdef __linux__
 int cqri_has_epoll(void) { return 1; }
@@ -117,4 +124,42 @@ uint64_t cqri_wall_us(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000000ull + (uint64_t)ts.tv_nsec / 1000ull;
+}
+
+int cqri_set_keepalive(int fd, int idle, int interval, int count) {
+    int on = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) != 0) return -1;
+#ifdef TCP_KEEPIDLE
+    if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) != 0) return -1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval) != 0) return -1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count) != 0) return -1;
+#endif
+    return 0;
+}
+
+int cqri_peer_name(int fd, char *out, size_t size) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char host[INET6_ADDRSTRLEN];
+    if (size == 0 || getpeername(fd, (struct sockaddr *)&ss, &len) != 0) return -1;
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        if (!inet_ntop(AF_INET, &a->sin_addr, host, sizeof host)) return -1;
+        snprintf(out, size, "%s:%u", host, (unsigned)ntohs(a->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        if (!inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host)) return -1;
+        snprintf(out, size, "[%s]:%u", host, (unsigned)ntohs(a->sin6_port));
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+int cqri_open_spare(void) { return open("/dev/null", O_RDONLY | O_CLOEXEC); }
+
+void cqri_malloc_trim(void) {
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
 }

@@ -77,11 +77,10 @@ final class AdminConnection: Connection {
     }
 
     private func fail(_ error: HTTPError) {
-        let metrics = worker.gateway.metrics
         switch error {
-        case .headerTooLarge: metrics.rejected(.headerTooLarge)
-        case .bodyTooLarge: metrics.rejected(.bodyTooLarge)
-        default: metrics.rejected(.badRequest)
+        case .headerTooLarge: worker.reject(fd: transport.fd, .headerTooLarge)
+        case .bodyTooLarge: worker.reject(fd: transport.fd, .bodyTooLarge)
+        default: worker.reject(fd: transport.fd, .badRequest)
         }
         var head = ResponseHead(error.status, headers: [("Content-Type", "application/json"), ("Connection", "close")])
         let body = JSON.error(error.reason)

@@ -24,6 +24,9 @@ class Connection: ReadinessHandler {
     /// Set while the connection waits for its output to drain before reading more.
     private var readingPaused = false
 
+    /// This connection's number on its loop: what timeouts refer to it by, so that a closed
+    /// connection is freed at once rather than when its last armed deadline passes.
+    var serial: UInt64 = 0
     /// The armed timeout's deadline (monotonic ns), 0 when none.
     var deadline: UInt64 = 0
     var timeoutKind = LoopWorker.TimeoutKind.handshake
@@ -54,10 +57,11 @@ class Connection: ReadinessHandler {
 
     // MARK: Events
 
+    /// Starts serving. A TLS connection waits for the client's first bytes before its
+    /// handshake (and its TLS state) starts; the handshake timeout runs from now.
     func start() {
         if handshaking {
             worker.arm(self, .handshake)
-            advanceHandshake()
         } else {
             didBecomeReady()
         }
@@ -92,8 +96,15 @@ class Connection: ReadinessHandler {
             worker.loop.setInterest(fd: transport.fd, .readable)
         case .wantWrite:
             worker.loop.setInterest(fd: transport.fd, [.readable, .writable])
-        case .closed, .failed:
+        case .closed:
             worker.gateway.metrics.handshakesFailed.increment()
+            close()
+        case .failed(let why):
+            worker.gateway.metrics.handshakesFailed.increment()
+            let fd = transport.fd
+            worker.gateway.warnings.warning(.handshakeFailed, "TLS handshake failed") {
+                ["peer": "\(ConnectedSocket.peerName(of: fd) ?? "?")", "listener": "\(self.listener.rawValue)", "error": "\(why)"]
+            }
             close()
         }
     }

@@ -40,23 +40,26 @@ public final class Gateway: @unchecked Sendable {
         }
         let loops = configuration.threads ?? Gateway.coreCount()
         let descriptorLimit = ProcessSetup.raiseDescriptorLimit()
-        // Keep descriptors for listeners, pollers, wake-ups, the state file and logs.
-        let reserve = 32 + 8 * loops
-        let maxConnections = configuration.maxConnections ?? min(100_000, max(descriptorLimit - reserve, 16))
+        let limits = ConnectionLimits.sized(
+            maxConnections: configuration.maxConnections, maxAdmin: configuration.maxAdminConnections,
+            maxIngest: configuration.maxIngestConnections, descriptorLimit: descriptorLimit, loops: loops)
         let registry = Registry(
             limits: .init(eventsPerPair: configuration.history, ttlNanoseconds: configuration.historyTTL.nanoseconds,
                           memoryBytes: configuration.historyMemory),
             loopCount: loops)
         core = GatewayCore(configuration: configuration, registry: registry, metrics: GatewayMetrics(),
-                           logger: logger, tls: tls, maxConnections: maxConnections)
+                           logger: logger, tls: tls, limits: limits)
         let stateFile = HeraldStateFile(path: configuration.stateFile)
         registry.loadHeralds(try stateFile.load())
         admin = AdminAPI(core: core, stateFile: stateFile, exportMetrics: exportMetrics)
         core.metrics.certExpiry.record(Double(tls.notAfter))
         ProcessSetup.ignoreBrokenPipe()
         logger.info("certificate loaded", metadata: ["subject": "\(tls.subject)", "not_after": "\(tls.notAfter)"])
-        logger.info("limits", metadata: ["threads": "\(loops)", "max_connections": "\(maxConnections)",
-                                         "descriptor_limit": "\(descriptorLimit)"])
+        logger.info("limits", metadata: [
+            "threads": "\(loops)", "max_connections": "\(limits.public)", "max_admin_connections": "\(limits.admin)",
+            "max_ingest_connections": "\(limits.ingest)", "descriptor_limit": "\(descriptorLimit)",
+        ])
+        for note in limits.notes { logger.warning("\(note)") }
     }
 
     public var configuration: GatewayConfiguration { core.configuration }
@@ -119,6 +122,11 @@ public final class Gateway: @unchecked Sendable {
         }
         for thread in threads { thread.join() }
         threads = []
+        // The loops have stopped: break the cycles (core and registry ↔ workers), so that the
+        // loops and their descriptors are freed with this gateway.
+        core.detach()
+        core.registry.detach()
+        workers = []
     }
 
     static func coreCount() -> Int {

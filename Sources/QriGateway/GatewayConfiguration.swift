@@ -43,6 +43,12 @@ public struct GatewayConfiguration: Sendable {
     public var threads: Int?
     /// nil: 100,000 or the descriptor limit less a reserve, whichever is lower.
     public var maxConnections: Int?
+    /// Open admin connections; their descriptors are reserved.
+    public var maxAdminConnections = 256
+    /// Open ingest connections; their descriptors are reserved.
+    public var maxIngestConnections = 1024
+    /// Seconds to complete an ingest frame once its first byte arrived.
+    public var frameTimeout: Double = 30
     public var maxHeaderBytes = 8 << 10
     public var maxBodyBytes = 1 << 20
     public var maxFrameBytes = 1 << 20

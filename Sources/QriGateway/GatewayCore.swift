@@ -5,25 +5,30 @@ import QriTLS
 import Synchronization
 
 /// What every loop of a gateway shares: settings, the registry, metrics, the TLS context in
-/// use, and the count of open connections. Thread-safe.
+/// use, and the count of open connections per listener. Thread-safe.
 final class GatewayCore: Sendable {
     let configuration: GatewayConfiguration
     let registry: Registry
     let metrics: GatewayMetrics
     let logger: Logger
-    let maxConnections: Int
+    /// Warnings an attacker could multiply, one a second per kind.
+    let warnings: RateLimitedLog
+    let limits: ConnectionLimits
 
     private let currentTLS: Mutex<TLSContext>
     private let workers = Mutex<[LoopWorker]>([])
-    private let openConnections = Atomic<Int>(0)
+    private let openPublic = Atomic<Int>(0)
+    private let openAdmin = Atomic<Int>(0)
+    private let openIngest = Atomic<Int>(0)
 
     init(configuration: GatewayConfiguration, registry: Registry, metrics: GatewayMetrics, logger: Logger,
-         tls: TLSContext, maxConnections: Int) {
+         tls: TLSContext, limits: ConnectionLimits) {
         self.configuration = configuration
         self.registry = registry
         self.metrics = metrics
         self.logger = logger
-        self.maxConnections = maxConnections
+        self.limits = limits
+        warnings = RateLimitedLog(logger: logger)
         currentTLS = Mutex(tls)
     }
 
@@ -34,8 +39,13 @@ final class GatewayCore: Sendable {
         currentTLS.withLock { $0 = context }
     }
 
+    /// Connects the loops; `detach()` breaks the cycle again when they have stopped.
     func attach(_ workers: [LoopWorker]) {
         self.workers.withLock { $0 = workers }
+    }
+
+    func detach() {
+        workers.withLock { $0 = [] }
     }
 
     /// Deliveries waiting on one loop past which ingest stops reading: it bounds the memory a
@@ -47,18 +57,26 @@ final class GatewayCore: Sendable {
         workers.withLock { $0.contains { $0.backlog > Self.backlogLimit } }
     }
 
-    /// Counts a new connection in, or says no when the limit is reached.
-    func admitConnection() -> Bool {
-        let before = openConnections.wrappingAdd(1, ordering: .relaxed).oldValue
-        if before >= maxConnections {
-            openConnections.wrappingSubtract(1, ordering: .relaxed)
+    /// Adds `delta` to the open count of `listener`; returns the count before.
+    private func addOpen(_ delta: Int, _ listener: GatewayMetrics.Listener) -> Int {
+        switch listener {
+        case .public: return openPublic.wrappingAdd(delta, ordering: .relaxed).oldValue
+        case .admin: return openAdmin.wrappingAdd(delta, ordering: .relaxed).oldValue
+        case .ingest: return openIngest.wrappingAdd(delta, ordering: .relaxed).oldValue
+        }
+    }
+
+    /// Counts a new connection of `listener` in, or says no when its cap is reached.
+    func admitConnection(_ listener: GatewayMetrics.Listener) -> Bool {
+        if addOpen(1, listener) >= limits.limit(for: listener) {
+            _ = addOpen(-1, listener)
             return false
         }
         return true
     }
 
-    func releaseConnection() {
-        openConnections.wrappingSubtract(1, ordering: .relaxed)
+    func releaseConnection(_ listener: GatewayMetrics.Listener) {
+        _ = addOpen(-1, listener)
     }
 
     func timeout(_ kind: LoopWorker.TimeoutKind) -> UInt64 {
@@ -67,6 +85,7 @@ final class GatewayCore: Sendable {
         case .header: return configuration.headerTimeout.nanoseconds
         case .idle: return configuration.idleTimeout.nanoseconds
         case .linger: return 2_000_000_000
+        case .frame: return configuration.frameTimeout.nanoseconds
         }
     }
 

@@ -11,6 +11,8 @@ public final class GatewayMetrics: Sendable {
         case handshakeTimeout = "handshake_timeout", idleTimeout = "idle_timeout"
         case headerTooLarge = "header_too_large", bodyTooLarge = "body_too_large"
         case badRequest = "bad_request", badFrame = "bad_frame"
+        case maxAdminConnections = "max_admin_connections", maxIngestConnections = "max_ingest_connections"
+        case frameTimeout = "frame_timeout"
     }
 
     private let connections: [Meter]

@@ -18,18 +18,32 @@ final class IngestConnection: Connection {
         let gateway = worker.gateway
         // The frames of one read are routed under one registry lock; those before a bad
         // frame are routed too.
-        let fed = Result { () throws(IngestFrameError) in try decoder.feed(bytes) { batch.append($0) } }
-        if !batch.isEmpty {
+        var failure: IngestFrameError?
+        do throws(IngestFrameError) {
+            try decoder.feed(bytes) { batch.append($0) }
+        } catch {
+            failure = error
+        }
+        let completedFrames = !batch.isEmpty
+        if completedFrames {
             gateway.route(batch, source: .ingest)
             batch.removeAll(keepingCapacity: true)
         }
-        do {
-            try fed.get()
-        } catch {
+        if let failure {
             gateway.metrics.rejected(.badFrame)
-            gateway.logger.notice("closing ingest connection", metadata: ["reason": "\(error)"])
+            let fd = transport.fd
+            gateway.warnings.warning(.badFrame, "closing ingest connection: bad frame") {
+                ["peer": "\(ConnectedSocket.peerName(of: fd) ?? "?")", "reason": "\(failure)"]
+            }
             close()
             return false
+        }
+        // FRAME_TIMEOUT runs from a frame's first byte, never between frames: a sender
+        // that stops halfway through a frame does not hold its buffer for ever.
+        if decoder.bufferedBytes == 0 {
+            if deadline != 0 { worker.disarm(self) }
+        } else if deadline == 0 || completedFrames {
+            worker.arm(self, .frame)
         }
         // A sender may push faster than streams drain: leave the rest in the socket (and so
         // slow the sender through TCP) when the loops are behind, and let other connections

@@ -22,7 +22,7 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         var events = 0
     }
 
-    enum TimeoutKind: Int, CaseIterable { case handshake, header, idle, linger }
+    enum TimeoutKind: Int, CaseIterable { case handshake, header, idle, linger, frame }
 
     let loop: EventLoop
     let gateway: GatewayCore
@@ -34,7 +34,13 @@ final class LoopWorker: EventSink, @unchecked Sendable {
     let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
 
     private var acceptors: [Acceptor] = []
-    private var connections: [ObjectIdentifier: Connection] = [:]
+    /// Open connections by serial number. The only strong reference a loop keeps to them.
+    private var connections: [UInt64: Connection] = [:]
+    private var nextSerial: UInt64 = 0
+    /// Closes since the heap was last trimmed (see `trimHeapAfterChurn`).
+    private var closedSinceTrim = 0
+    /// What accept(2) borrows when the process is out of descriptors.
+    let spareDescriptor = SpareDescriptor()
     /// This loop's streams by the registry's slot number of their pair.
     private var streamsBySlot: [[StreamConnection]] = []
     /// Events the registry handed to this loop, drained once per pass: one cross-thread
@@ -44,7 +50,9 @@ final class LoopWorker: EventSink, @unchecked Sendable {
     /// Ingest connections waiting for the loops to catch up.
     private var pausedIngest: [IngestConnection] = []
     private var flushQueue = Deque<Connection>()
-    private var timeouts: [Deque<(connection: Connection, deadline: UInt64)>] =
+    /// One queue per kind, in deadline order; entries name connections by serial, so a
+    /// connection that closes is not kept alive by a deadline it no longer has.
+    private var timeouts: [Deque<(serial: UInt64, deadline: UInt64)>] =
         Array(repeating: Deque(), count: TimeoutKind.allCases.count)
     private(set) var streamCount = 0
 
@@ -55,7 +63,10 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         let interval = gateway.configuration.tickInterval.nanoseconds
         tickSlices = Int(max(interval / Self.tickSlicePeriod, 1))
         loop.beforeSleep { [unowned self] in self.flushAll() }
-        loop.every(nanoseconds: 100_000_000) { [unowned self] in self.expireTimeouts() }
+        loop.every(nanoseconds: 100_000_000) { [unowned self] in
+            self.expireTimeouts()
+            self.resumePausedAcceptors()
+        }
         loop.every(nanoseconds: 5_000_000) { [unowned self] in self.resumeIngestIfDrained() }
         // Each stream still gets one Tick per interval, but the streams of a loop are ticked
         // in slices, one every 100 ms, so that no pass writes to many of them at once (a
@@ -63,6 +74,7 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         loop.every(nanoseconds: interval / UInt64(tickSlices)) { [unowned self] in
             self.tick()
         }
+        loop.every(nanoseconds: 1_000_000_000) { [unowned self] in self.trimHeapAfterChurn() }
         if index == 0 {
             loop.every(nanoseconds: 1_000_000_000) { [unowned self] in self.gateway.registry.expireHistories() }
             loop.every(nanoseconds: gateway.configuration.heraldInterval.nanoseconds) { [unowned self] in
@@ -82,53 +94,112 @@ final class LoopWorker: EventSink, @unchecked Sendable {
     }
 
     func accepted(fd: Int32, kind: GatewayMetrics.Listener) {
-        guard gateway.admitConnection() else {
-            gateway.metrics.rejected(.maxConnections)
+        guard gateway.admitConnection(kind) else {
+            let reason: GatewayMetrics.RejectReason = switch kind {
+            case .public: .maxConnections
+            case .admin: .maxAdminConnections
+            case .ingest: .maxIngestConnections
+            }
+            reject(fd: fd, reason)
             PlainTransport(fd: fd).close()
             return
         }
         let connection: Connection
         switch kind {
         case .public:
-            guard let tls = gateway.tlsContext.makeConnection(fd: fd) else {
-                gateway.releaseConnection()
-                PlainTransport(fd: fd).close()
-                return
-            }
-            connection = StreamConnection(worker: self, transport: tls)
+            connection = StreamConnection(worker: self, transport: gateway.tlsContext.makeConnection(fd: fd))
         case .ingest:
+            ConnectedSocket.enableKeepAlive(fd)
             connection = IngestConnection(worker: self, transport: PlainTransport(fd: fd))
         case .admin:
+            ConnectedSocket.enableKeepAlive(fd)
             if gateway.configuration.adminPlaintext {
                 connection = AdminConnection(worker: self, transport: PlainTransport(fd: fd), tls: false)
             } else {
-                guard let tls = gateway.tlsContext.makeConnection(fd: fd) else {
-                    gateway.releaseConnection()
-                    PlainTransport(fd: fd).close()
-                    return
-                }
-                connection = AdminConnection(worker: self, transport: tls, tls: true)
+                connection = AdminConnection(worker: self, transport: gateway.tlsContext.makeConnection(fd: fd), tls: true)
             }
         }
         do {
             try loop.register(fd: fd, interest: .readable, handler: connection)
         } catch {
-            gateway.releaseConnection()
+            gateway.releaseConnection(kind)
             connection.transport.close()
             return
         }
-        connections[ObjectIdentifier(connection)] = connection
+        nextSerial += 1
+        connection.serial = nextSerial
+        connections[nextSerial] = connection
         gateway.metrics.connectionOpened(kind)
         connection.start()
     }
 
-    /// Called by a connection as it closes.
-    func forget(_ connection: Connection) {
-        if connections.removeValue(forKey: ObjectIdentifier(connection)) != nil {
-            gateway.releaseConnection()
-            gateway.metrics.connectionClosed(connection.listener)
+    /// Counts a connection closed by a limit and says so (rate-limited) with its peer.
+    func reject(fd: Int32, _ reason: GatewayMetrics.RejectReason) {
+        gateway.metrics.rejected(reason)
+        gateway.warnings.warning(.rejected, "connection rejected") {
+            ["reason": "\(reason.rawValue)", "peer": "\(ConnectedSocket.peerName(of: fd) ?? "?")"]
         }
     }
+
+    /// Called by a connection as it closes.
+    func forget(_ connection: Connection) {
+        if connections.removeValue(forKey: connection.serial) != nil {
+            gateway.releaseConnection(connection.listener)
+            gateway.metrics.connectionClosed(connection.listener)
+            closedSinceTrim += 1
+        }
+    }
+
+    /// After a flood of connections has come and gone, gives the allocator's free pages back
+    /// to the system: glibc keeps them otherwise, and RSS stays at the flood's peak.
+    private func trimHeapAfterChurn() {
+        guard closedSinceTrim >= Self.closesWorthATrim else { return }
+        closedSinceTrim = 0
+        releaseFreeHeapMemory()
+    }
+
+    private static let closesWorthATrim = 1000
+
+    // MARK: Accept back-off
+
+    private var pausedAcceptors: [(acceptor: Acceptor, until: UInt64)] = []
+
+    /// The process is out of descriptors: refuse what waits at the head of the listener
+    /// (with the spare descriptor) and stop watching it for a short while, instead of being
+    /// woken for it again at once.
+    func backOff(_ acceptor: Acceptor, error: SystemError) {
+        var refused = 0
+        while refused < Self.refusalsPerBackOff, spareDescriptor.refuseOne(from: acceptor.socket) { refused += 1 }
+        for _ in 0..<refused { gateway.metrics.rejected(limitReason(acceptor.kind)) }
+        gateway.warnings.warning(.acceptFailed, "accept failed; backing off") {
+            ["listener": "\(acceptor.kind.rawValue)", "error": "\(error)", "refused": "\(refused)"]
+        }
+        loop.setInterest(fd: acceptor.socket.fd, .none)
+        pausedAcceptors.append((acceptor, Clock.monotonicNanoseconds() + Self.acceptBackOff))
+    }
+
+    private func limitReason(_ kind: GatewayMetrics.Listener) -> GatewayMetrics.RejectReason {
+        switch kind {
+        case .public: return .maxConnections
+        case .admin: return .maxAdminConnections
+        case .ingest: return .maxIngestConnections
+        }
+    }
+
+    private func resumePausedAcceptors() {
+        guard !pausedAcceptors.isEmpty else { return }
+        let now = Clock.monotonicNanoseconds()
+        pausedAcceptors.removeAll { paused in
+            guard paused.until <= now else { return false }
+            if acceptors.contains(where: { $0 === paused.acceptor }) {
+                loop.setInterest(fd: paused.acceptor.socket.fd, .readable)
+            }
+            return true
+        }
+    }
+
+    private static let acceptBackOff: UInt64 = 100_000_000
+    private static let refusalsPerBackOff = 64
 
     // MARK: Output
 
@@ -263,7 +334,7 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         connection.deadline = deadline
         connection.timeoutKind = kind
         // Durations are fixed per kind, so each queue stays in deadline order.
-        timeouts[kind.rawValue].append((connection, deadline))
+        timeouts[kind.rawValue].append((connection.serial, deadline))
     }
 
     func disarm(_ connection: Connection) {
@@ -275,13 +346,14 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         for kind in TimeoutKind.allCases {
             while let first = timeouts[kind.rawValue].first, first.deadline <= now {
                 timeouts[kind.rawValue].removeFirst()
-                let connection = first.connection
-                guard !connection.isClosed, connection.deadline == first.deadline else { continue }
+                guard let connection = connections[first.serial], !connection.isClosed,
+                      connection.deadline == first.deadline, connection.timeoutKind == kind else { continue }
                 connection.deadline = 0
                 switch kind {
-                case .handshake: gateway.metrics.rejected(.handshakeTimeout)
-                case .header: gateway.metrics.rejected(.headerTimeout)
-                case .idle: gateway.metrics.rejected(.idleTimeout)
+                case .handshake: reject(fd: connection.transport.fd, .handshakeTimeout)
+                case .header: reject(fd: connection.transport.fd, .headerTimeout)
+                case .idle: reject(fd: connection.transport.fd, .idleTimeout)
+                case .frame: reject(fd: connection.transport.fd, .frameTimeout)
                 case .linger: break
                 }
                 connection.didTimeOut()
@@ -323,8 +395,9 @@ final class Acceptor: ReadinessHandler {
                 guard let fd = try socket.accept() else { return }
                 worker.accepted(fd: fd, kind: kind)
             } catch {
-                // EMFILE and friends: the connection stays queued; try again next pass.
-                worker.gateway.logger.warning("accept failed", metadata: ["listener": "\(kind.rawValue)", "error": "\(error)"])
+                // EMFILE and friends: level-triggered readiness would report the listener
+                // again at once, so back off instead of spinning.
+                worker.backOff(self, error: error)
                 return
             }
         }

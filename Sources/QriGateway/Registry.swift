@@ -220,6 +220,11 @@ public final class Registry: Sendable {
         state.withLock { $0.sinks = sinks }
     }
 
+    /// Lets go of the loops once they have stopped (they refer to the registry too).
+    public func detach() {
+        state.withLock { $0.sinks = [] }
+    }
+
     /// How many loops the registry counts streams for.
     public let loopCount: Int
 

@@ -67,8 +67,8 @@ final class StreamConnection: Connection {
 
     private func reject(_ error: HTTPError) {
         switch error {
-        case .headerTooLarge: worker.gateway.metrics.rejected(.headerTooLarge)
-        default: worker.gateway.metrics.rejected(.badRequest)
+        case .headerTooLarge: worker.reject(fd: transport.fd, .headerTooLarge)
+        default: worker.reject(fd: transport.fd, .badRequest)
         }
         answer(error.status, error.reason)
     }

@@ -53,9 +53,11 @@ public struct OutputQueue {
                 retryLength = nil
             case .wantWrite:
                 retryLength = length
+                dropSentPrefix()
                 return .wantWrite
             case .wantRead:
                 retryLength = length
+                dropSentPrefix()
                 return .wantRead
             case .closed:
                 return .closed
@@ -67,6 +69,23 @@ public struct OutputQueue {
         sent = 0
         return .drained
     }
+
+    /// Bytes held, sent or not: what this queue costs beyond its capacity slack.
+    public var heldCount: Int { bytes.count }
+
+    /// Forgets bytes already written: a client that reads almost as fast as events come
+    /// never lets the queue drain, and the sent prefix would otherwise grow without bound.
+    /// Done once the prefix is 64 KiB and half the unsent part, so that the unsent bytes are
+    /// moved at most twice per byte written, and the queue holds at most half again what is
+    /// unsent (or 64 KiB). The retried write, if any, starts at the front afterwards
+    /// (OpenSSL is told the buffer may move).
+    private mutating func dropSentPrefix() {
+        guard sent >= Self.compactionThreshold, sent * 2 >= bytes.count - sent else { return }
+        bytes.removeFirst(sent)
+        sent = 0
+    }
+
+    private static let compactionThreshold = 64 << 10
 
     /// Drops everything queued (the connection is closing).
     public mutating func removeAll() {

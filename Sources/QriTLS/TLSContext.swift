@@ -89,13 +89,19 @@ public final class TLSContext: @unchecked Sendable {
     }
 
     /// A server-side connection over the connected, non-blocking socket `fd`, which it owns.
-    public func makeConnection(fd: Int32) -> TLSTransport? {
+    /// Its TLS state is made by its first `handshake()`, when the client has sent something.
+    public func makeConnection(fd: Int32) -> TLSTransport {
+        TLSTransport(context: self, fd: fd)
+    }
+
+    func makeSSL(fd: Int32) -> OpaquePointer? {
+        ERR_clear_error()
         guard let ssl = SSL_new(context) else {
             ERR_clear_error()
             return nil
         }
         SSL_set_fd(ssl, fd)
         SSL_set_accept_state(ssl)
-        return TLSTransport(ssl: ssl, fd: fd)
+        return ssl
     }
 }

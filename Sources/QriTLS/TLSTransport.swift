@@ -15,15 +15,29 @@ public final class TLSTransport: Transport {
     /// Set once the connection failed at the TLS level: no close_notify may follow.
     private var broken = false
     private var handshakeDone = false
+    /// Server side: the context the `SSL` is made from once the client's first bytes arrive.
+    /// Until then the connection holds no TLS state at all (OpenSSL allocates tens of KB
+    /// per `SSL` and handshake), so a client that connects and says nothing costs little.
+    private var pendingContext: TLSContext?
 
     init(ssl: OpaquePointer, fd: Int32) {
         self.ssl = ssl
         self.fd = fd
     }
 
+    init(context: TLSContext, fd: Int32) {
+        pendingContext = context
+        self.fd = fd
+    }
+
     deinit { close() }
 
     public func handshake() -> IOResult {
+        if ssl == nil, let context = pendingContext {
+            pendingContext = nil
+            guard let made = context.makeSSL(fd: fd) else { return .failed("SSL_new failed") }
+            ssl = made
+        }
         guard let ssl else { return .failed("closed") }
         ERR_clear_error()
         let r = SSL_do_handshake(ssl)
@@ -87,6 +101,7 @@ public final class TLSTransport: Transport {
     }
 
     public func close() {
+        pendingContext = nil
         if let ssl {
             SSL_free(ssl)
             self.ssl = nil

@@ -45,6 +45,16 @@ ssize_t cqri_send(int fd, const void *buf, size_t len);
 void cqri_ignore_sigpipe(void);
 /// Raises the soft open-file limit to the hard one; returns the new soft limit.
 long cqri_raise_nofile_limit(void);
+/// TCP keep-alive on a connected socket: first probe after `idle` s of silence, then every
+/// `interval` s, dropped after `count` unanswered probes. Returns 0 or -1.
+int cqri_set_keepalive(int fd, int idle, int interval, int count);
+/// Writes the peer's address of a connected socket as "host:port" ("[v6]:port") into `out`;
+/// returns 0, or -1 when it has none (the peer already left).
+int cqri_peer_name(int fd, char *out, size_t size);
+/// A descriptor held in reserve (on /dev/null), to be closed when accept(2) fails with EMFILE.
+int cqri_open_spare(void);
+/// Gives free heap pages back to the system (glibc malloc_trim); no-op elsewhere.
+void cqri_malloc_trim(void);
 /// Monotonic clock in nanoseconds.
 uint64_t cqri_monotonic_ns(void);
 /// Wall clock in microseconds since the Unix epoch.
