@@ -56,7 +56,6 @@ let package = Package(
             name: "qri",
             dependencies: [
                 "QriGateway",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

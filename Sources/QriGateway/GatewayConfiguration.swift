@@ -41,14 +41,17 @@ public struct GatewayConfiguration: Sendable {
     public var historyMemory = 64 << 20
     /// nil: one per core.
     public var threads: Int?
-    /// nil: 100,000 or the descriptor limit less a reserve, whichever is lower.
+    /// Open public connections. nil: 100,000 or the descriptor limit less
+    /// `maxAdminConnections`, `maxIngestConnections` and a small reserve, whichever is lower.
     public var maxConnections: Int?
-    /// Open admin connections; their descriptors are reserved.
+    /// Open admin connections; their descriptors are kept out of the public listener's reach.
     public var maxAdminConnections = 256
-    /// Open ingest connections; their descriptors are reserved.
+    /// Open ingest connections; their descriptors are kept out of the public listener's reach.
     public var maxIngestConnections = 1024
     /// Seconds to complete an ingest frame once its first byte arrived.
     public var frameTimeout: Double = 30
+    /// A DER OCSP response to staple while valid; re-read on SIGHUP.
+    public var ocspFile: String? = nil
     public var maxHeaderBytes = 8 << 10
     public var maxBodyBytes = 1 << 20
     public var maxFrameBytes = 1 << 20

@@ -3,7 +3,7 @@ import Yams
 
 /// Reads a YAML (or JSON) config file: one top-level key per option, named like its flag
 /// without dashes. Values are kept as the text written, so that every source of an option
-/// goes through the same validation.
+/// goes through the same validation; `ConfigurationLoader` rejects keys that are not options.
 enum ConfigFile {
     static func read(_ path: String) throws(ConfigurationError) -> [String: String] {
         guard let text = StartupConfiguration.readFile(path) else {
@@ -23,9 +23,6 @@ enum ConfigFile {
         for (keyNode, valueNode) in mapping {
             guard let key = keyNode.scalar?.string else {
                 throw ConfigurationError("config file \(path) has a key that is not a plain name")
-            }
-            guard ConfigurationLoader.optionNames.contains(key), key != "config" else {
-                throw ConfigurationError("unknown key '\(key)' in config file \(path)")
             }
             guard let scalar = valueNode.scalar else {
                 throw ConfigurationError("key '\(key)' in config file \(path) must have a single value")

@@ -1,13 +1,13 @@
 import QriGateway
 import Testing
 
-private func load(flags: [String: String] = [:], env: [String: String] = [:],
+func load(flags: [String: String] = [:], env: [String: String] = [:],
                   file: [String: String]? = nil, path: String = "/etc/qri/qri.yaml") throws(ConfigurationError) -> GatewayConfiguration {
     try ConfigurationLoader.load(flags: flags, environment: env, file: file.map { (path, $0) })
 }
 
 /// The error `load` throws, or nil (recorded as an issue) when it succeeds.
-private func loadError(flags: [String: String] = [:], env: [String: String] = [:], file: [String: String]? = nil,
+func loadError(flags: [String: String] = [:], env: [String: String] = [:], file: [String: String]? = nil,
                        path: String = "/etc/qri/qri.yaml", sourceLocation: SourceLocation = #_sourceLocation) -> String? {
     do {
         _ = try load(flags: flags, env: env, file: file, path: path)
@@ -36,6 +36,10 @@ private func loadError(flags: [String: String] = [:], env: [String: String] = [:
         #expect(c.historyMemory == 64 << 20)
         #expect(c.threads == nil)
         #expect(c.maxConnections == nil)
+        #expect(c.maxAdminConnections == 256)
+        #expect(c.maxIngestConnections == 1024)
+        #expect(c.frameTimeout == 30)
+        #expect(c.ocspFile == nil)
         #expect(c.maxHeaderBytes == 8 << 10)
         #expect(c.maxBodyBytes == 1 << 20)
         #expect(c.maxFrameBytes == 1 << 20)
@@ -64,10 +68,6 @@ private func loadError(flags: [String: String] = [:], env: [String: String] = [:
     }
 
     @Test func precedenceAppliesToEveryOption() throws {
-        for option in ConfigurationLoader.optionNames where option != "config" {
-            let env = ConfigurationLoader.environmentName(of: option)
-            #expect(env.hasPrefix("QRI_") && !env.contains("-"))
-        }
         let c = try load(flags: ["listen": "127.0.0.1:1"],
                          env: ["QRI_LISTEN": "127.0.0.1:2", "QRI_ADMIN_LISTEN": "127.0.0.1:3"],
                          file: ["listen": "127.0.0.1:4", "admin-listen": "127.0.0.1:5", "ingest-listen": "127.0.0.1:6"])
@@ -82,7 +82,8 @@ private func loadError(flags: [String: String] = [:], env: [String: String] = [:
             "cert": "a.crt", "key": "a.key", "admin-token-file": "token", "admin-plaintext": "true",
             "cors-origins": "https://a.example, http://b.example:8080", "tick-interval": "0.5",
             "herald-interval": "2", "history": "0", "history-ttl": "0", "history-memory": "1M", "threads": "3",
-            "max-connections": "500", "max-header-bytes": "16K", "max-body-bytes": "2M", "max-frame-bytes": "64K",
+            "max-connections": "500", "max-admin-connections": "7", "max-ingest-connections": "8",
+            "frame-timeout": "0.25", "ocsp-file": "/etc/qri/ocsp.der", "max-header-bytes": "16K", "max-body-bytes": "2M", "max-frame-bytes": "64K",
             "stream-buffer-bytes": "128K", "header-timeout": "1.5", "handshake-timeout": "2.5", "idle-timeout": "90",
             "shutdown-timeout": "0", "state-file": "/var/lib/qri/state.json", "log-level": "DEBUG",
         ])
@@ -95,6 +96,8 @@ private func loadError(flags: [String: String] = [:], env: [String: String] = [:
         #expect(c.tickInterval == 0.5 && c.heraldInterval == 2)
         #expect(c.history == 0 && c.historyTTL == 0 && c.historyMemory == 1 << 20)
         #expect(c.threads == 3 && c.maxConnections == 500)
+        #expect(c.maxAdminConnections == 7 && c.maxIngestConnections == 8)
+        #expect(c.frameTimeout == 0.25 && c.ocspFile == "/etc/qri/ocsp.der")
         #expect(c.maxHeaderBytes == 16 << 10 && c.maxBodyBytes == 2 << 20)
         #expect(c.maxFrameBytes == 64 << 10 && c.streamBufferBytes == 128 << 10)
         #expect(c.headerTimeout == 1.5 && c.handshakeTimeout == 2.5 && c.idleTimeout == 90 && c.shutdownTimeout == 0)
@@ -128,7 +131,8 @@ private func loadError(flags: [String: String] = [:], env: [String: String] = [:
             ("admin-plaintext", "maybe"), ("cors-origins", "ftp://x"), ("cors-origins", ""), ("tick-interval", "0"),
             ("tick-interval", "soon"), ("history-ttl", "-1"), ("history-memory", "12Q"), ("max-header-bytes", "100"),
             ("max-frame-bytes", "8"), ("header-timeout", "nan"), ("idle-timeout", "inf"), ("log-level", "loud"),
-            ("cert", ""), ("state-file", ""),
+            ("cert", ""), ("state-file", ""), ("max-admin-connections", "0"), ("max-ingest-connections", "1000001"),
+            ("frame-timeout", "0.001"), ("ocsp-file", ""),
         ]
         for (option, value) in cases {
             let error = loadError(flags: [option: value])
