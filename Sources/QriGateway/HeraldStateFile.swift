@@ -19,6 +19,9 @@ struct HeraldStateFile: Sendable {
                 throw ConfigurationError("cannot create the folder of --state-file \(path): \(error.localizedDescription)")
             }
         }
+        // A write interrupted before its rename leaves the temporary file: the real one is
+        // still whole, so the leftover is only clutter.
+        unlink(path + ".tmp")
         guard FileManager.default.fileExists(atPath: path) else { return [:] }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigurationError("cannot read --state-file \(path)")

@@ -56,7 +56,13 @@ enum QriCommand {
         if configuration.adminToken == nil {
             logger.warning("no admin token configured: the admin listener refuses every request but /healthz; set --admin-token-file FILE or QRI_ADMIN_TOKEN")
         }
-        logger.info("\(addresses.logLine)")
+        if let file = configuration.adminTokenFile, let warning = StartupConfiguration.tokenFileWarning(file) {
+            logger.warning("\(warning)")
+        }
+        // Printed whatever LOG_LEVEL says: tools find the chosen ports by it.
+        var always = logger
+        always.logLevel = .trace
+        always.info("\(addresses.logLine)")
         while true {
             let signal = ProcessSetup.waitForSignal(signals)
             if signal == SIGHUP {

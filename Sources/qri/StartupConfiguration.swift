@@ -23,6 +23,13 @@ enum StartupConfiguration {
         return configuration
     }
 
+    /// A warning when the token file can be read by the file's group or by others.
+    static func tokenFileWarning(_ path: String) -> String? {
+        var info = stat()
+        guard stat(path, &info) == 0, info.st_mode & 0o077 != 0 else { return nil }
+        return "--admin-token-file \(path) can be read by its group or others (mode \(String(info.st_mode & 0o777, radix: 8))); chmod 600 it"
+    }
+
     static func readFile(_ path: String) -> String? {
         guard let file = fopen(path, "rb") else { return nil }
         defer { fclose(file) }

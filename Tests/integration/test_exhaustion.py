@@ -330,3 +330,57 @@ def test_closed_keep_alive_admin_connections_are_freed_at_once(admin_qri):
     srv.wait_metric("qri_connections", lambda v: v <= 1, listener="admin")  # the metrics client
     grown = settle_rss(srv) - before
     assert grown < 12 * MiB, f"RSS grew {grown / MiB:.1f} MiB after 20,000 closed keep-alive connections"
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 10: what operators see during an attack, and small start-up matters
+
+
+def test_rejections_are_logged_with_the_peer_at_most_once_a_second(admin_qri):
+    srv = admin_qri("--admin-plaintext")
+    start_line = len(srv.lines)
+    started = time.monotonic()
+    for _ in range(60):
+        resp = srv.request("GET", "/stream", raw=b"GET /stream?p=1&s=x HTTP/1.1\r\nHost: a\r\nHost\r\n\r\n")
+        assert resp.status == 400
+    srv.wait_metric("qri_connections_rejected_total", lambda v: v == 60, reason="bad_request")
+    srv.request("GET", "/stream", raw=b"GET / HTTP/1.1\r\nHost: a\r\nHost\r\n\r\n")
+    elapsed = time.monotonic() - started
+    lines = [l for l in srv.lines[start_line:] if "connection rejected" in l]
+    assert lines and all("peer=127.0.0.1:" in l and "reason=bad_request" in l for l in lines), lines
+    assert len(lines) <= elapsed + 2, f"{len(lines)} lines in {elapsed:.1f} s"
+    if len(lines) > 1:
+        assert any("folded=" in l for l in lines[1:]), lines
+
+
+def test_listening_line_is_printed_at_every_log_level(qri):
+    from qri_gateway import LISTENING_RE
+    srv = qri("--log-level", "critical")
+    assert srv.public_port and srv.admin_port
+
+
+def test_token_file_readable_by_others_is_a_start_up_warning(qri, tmp_path):
+    token = tmp_path / "loose.token"
+    token.write_text("a-token-of-some-length\n")
+    token.chmod(0o644)
+    srv = qri("--admin-token-file", str(token))
+    line = srv.wait_log(r"can be read by its group or others", 5).string
+    assert "a-token-of-some-length" not in srv.log_text()
+    assert "644" in line
+    tight = tmp_path / "tight.token"
+    tight.write_text("another-token-value\n")
+    tight.chmod(0o600)
+    other = qri("--admin-token-file", str(tight))
+    other.wait_log(r"listening public=", 5)
+    assert "group or others" not in other.log_text()
+
+
+def test_leftover_temporary_state_file_is_removed_at_start(admin_qri, tmp_path):
+    state = tmp_path / "state" / "backdoor.json"
+    state.parent.mkdir()
+    state.write_text('{"backdoor": {"007": "kept"}}')
+    leftover = tmp_path / "state" / "backdoor.json.tmp"
+    leftover.write_text('{"backdoor": {"007": "half writ')
+    srv = admin_qri("--state-file", str(state))
+    assert not leftover.exists()
+    assert srv.admin("GET", "/backdoor", params={"type": "007"}).json() == {"type": "007", "message": "kept"}
