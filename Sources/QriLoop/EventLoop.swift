@@ -129,10 +129,16 @@ public final class EventLoop: @unchecked Sendable {
     // MARK: Running
 
     /// Runs passes until `stop()`. Call on the thread that will own this loop.
+    ///
+    /// Work handed in before `stop()` still runs (a shutdown is handed in that way), then
+    /// whatever was queued after is dropped, so that no task is left holding what it captured.
     public func run() {
         while !stopped.load(ordering: .acquiring) {
             runOnePass()
         }
+        runQueuedTasks()
+        for hook in beforeSleepHooks { hook() }
+        queue.withLock { $0.removeAll() }
     }
 
     private func runOnePass() {

@@ -52,11 +52,18 @@ def qri(tls_files, tmp_path, request):
         return server
 
     yield start
+    sanitizer_reports = []
     for server in reversed(servers):
         code = server.stop()
+        report = [line for line in server.lines if "Sanitizer" in line]
+        if report:
+            sanitizer_reports.append(f"qri exited {code} with a sanitizer report:\n" + "\n".join(server.lines[-80:]))
         if _failed(request):
             print(f"--- qri {' '.join(server.cmd[1:])} (exit {code}); stderr:")
             print("\n".join(server.lines[-200:]))
+    # Under `make sanitize-test` the binary is built with AddressSanitizer: a leak or a bad
+    # access shows at exit in its stderr, and fails the test that started it.
+    assert not sanitizer_reports, "\n\n".join(sanitizer_reports)
 
 
 @pytest.fixture

@@ -23,6 +23,11 @@ REPO = Path(__file__).resolve().parents[2]
 # QRI_TEST_BINARY points the tests at another build (it is not passed on to the gateway).
 BINARY = Path(os.environ.get("QRI_TEST_BINARY") or REPO / ".build" / "release" / "qri")
 
+# Set by `make sanitize-test`: the binary is built with AddressSanitizer, whose quarantine
+# and shadow memory make RSS meaningless and every path several times slower.
+SANITIZED = bool(os.environ.get("QRI_TEST_SANITIZER"))
+rss_test = pytest.mark.skipif(SANITIZED, reason="RSS under AddressSanitizer measures its quarantine")
+
 LISTENING_RE = re.compile(r"listening public=([^\s\"',;]+) admin=([^\s\"',;]+) ingest=([^\s\"',;]+)")
 START_DEADLINE = 20.0   # seconds for the `listening …` line
 # The admin token the `admin_qri` fixture configures (long enough to be unmistakable in a log).

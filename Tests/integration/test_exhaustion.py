@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from qri_gateway import rss_test
 from qri_http import HOST, Deadline, wait_until
 
 MiB = 1 << 20
@@ -34,6 +35,7 @@ def settle_rss(srv, timeout=3.0):
 # Item 0: an oversized chunked admin body is answered 413 and leaves nothing behind
 
 
+@rss_test
 def test_oversized_chunked_admin_bodies_leave_no_memory_behind(admin_qri):
     """Before the fix each such request leaked its partly decoded body (~2 MiB): 80 of them
     grew a release build by ~80 MiB. No token is sent: the body is read before auth."""
@@ -186,6 +188,7 @@ def test_emfile_on_accept_backs_off_logs_once_a_second_and_refuses_the_waiting(a
 # Item 3: a connection that never says hello costs little, and gives its memory back
 
 
+@rss_test
 def test_connections_without_client_hello_cost_less_than_an_idle_stream(admin_qri):
     """Before: the TLS state was made at accept — 42.5 KB per silent connection (an idle
     stream costs ~15 KB), and RSS stayed at its peak after they left."""
@@ -210,6 +213,7 @@ def test_connections_without_client_hello_cost_less_than_an_idle_stream(admin_qr
 # Item 4: a reader that keeps up almost, but never quite, holds no more than its buffer
 
 
+@rss_test
 def test_reader_that_never_lets_its_queue_drain_holds_about_what_is_unsent(admin_qri):
     """The publisher keeps 12 MiB in flight (more than the socket buffers hold), so the
     stream's queue never empties while 100 MiB pass through. Before: bytes already sent were
@@ -310,6 +314,7 @@ def test_admin_and_ingest_sockets_use_tcp_keepalive(admin_qri):
 # Item 9: a closed connection is freed when it closes, not at its old deadline
 
 
+@rss_test
 def test_closed_keep_alive_admin_connections_are_freed_at_once(admin_qri):
     """Before: each connection stayed referenced by its armed timeout (here a 10-minute idle
     timeout) after it closed."""
