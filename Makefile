@@ -4,7 +4,9 @@
 #   make build   release build: .build/release/qri
 #   make certs   development certificate, key and admin token under certs/
 #   make run     build, make dev certs, run the gateway in the foreground
-#   make test    Swift unit tests, then the Python integration tests against the release binary
+#   make test    Swift unit tests, a short fuzz, the bench smoke run, the Python integration
+#                tests against the release binary, then the admin and ingest paths again against
+#                an AddressSanitizer build (leaks and bad accesses fail the test)
 #   make fuzz    run the libFuzzer targets for FUZZ_SECONDS each (default 300)
 #   make clean   remove build output and test caches (keeps .venv and certs; see distclean)
 
@@ -29,7 +31,7 @@ for p in $(1); do \
 done
 endef
 
-.PHONY: deps apt-deps ssl-deps venv build certs run test unit-test integration-test fuzz fuzz-smoke clean distclean
+.PHONY: deps apt-deps ssl-deps venv build certs run test unit-test integration-test sanitize-test fuzz fuzz-smoke clean distclean
 
 deps: apt-deps venv
 
@@ -69,7 +71,7 @@ certs:
 run: ssl-deps build certs
 	exec $(BIN) --config config/dev.yaml
 
-test: deps build unit-test fuzz-smoke bench-smoke integration-test
+test: deps build unit-test fuzz-smoke bench-smoke integration-test sanitize-test
 
 # libFuzzer targets (Tests/Fuzz): `make fuzz` runs each for FUZZ_SECONDS; `make test` runs each
 # for 20 s so every CI run fuzzes a little.
@@ -87,8 +89,19 @@ integration-test: $(VENV_STAMP)
 	@[ -x $(BIN) ] || { echo "test: $(BIN) is missing; run make build" >&2; exit 1; }
 	$(VENV)/bin/python -m pytest -q Tests/integration $(PYTEST_ARGS)
 
+# The admin, ingest and exhaustion tests against a debug build with AddressSanitizer and
+# LeakSanitizer: each gateway's stderr is checked for a sanitizer report when it stops.
+ASAN_BIN       := $(CURDIR)/.build-asan/debug/qri
+SANITIZE_TESTS := Tests/integration/test_admin.py Tests/integration/test_ingest.py \
+                  Tests/integration/test_exhaustion.py Tests/integration/test_publish_metrics.py
+
+sanitize-test: ssl-deps $(VENV_STAMP)
+	swift build --sanitize=address --scratch-path .build-asan --product qri
+	QRI_TEST_BINARY=$(ASAN_BIN) QRI_TEST_SANITIZER=address ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	  $(VENV)/bin/python -m pytest -q $(SANITIZE_TESTS) $(PYTEST_ARGS)
+
 clean:
-	rm -rf .build .build-fuzz .pytest_cache
+	rm -rf .build .build-asan .build-fuzz .pytest_cache
 	find Tests/integration -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # Also removes the venv and the generated dev certificate, key and token.
