@@ -1,4 +1,5 @@
 import QriLoop
+import QriTLS
 
 /// The part every connection shares: its transport, TLS handshake, output queue, timeout
 /// and close. Subclasses add what they do with the bytes they read.
@@ -85,6 +86,7 @@ class Connection: ReadinessHandler {
         case .done:
             handshaking = false
             worker.gateway.metrics.handshakesOK.increment()
+            countResumption()
             worker.disarm(self)
             didBecomeReady()
             if !isClosed && transport.hasBufferedInput { readAvailable() }
@@ -95,6 +97,14 @@ class Connection: ReadinessHandler {
         case .closed, .failed:
             worker.gateway.metrics.handshakesFailed.increment()
             close()
+        }
+    }
+
+    private func countResumption() {
+        switch (transport as? TLSTransport)?.resumption {
+        case .cache?: worker.gateway.metrics.resumedFromCache.increment()
+        case .ticket?: worker.gateway.metrics.resumedWithTicket.increment()
+        case nil: break
         }
     }
 

@@ -71,6 +71,8 @@ public final class TLSContext: @unchecked Sendable {
         _ = cqri_SSL_CTX_sess_set_cache_size(ctx, 20_000)
         let sessionContext: [UInt8] = Array("qri".utf8)
         _ = SSL_CTX_set_session_id_context(ctx, sessionContext, UInt32(sessionContext.count))
+        // Marks ticket resumptions, so that `TLSTransport.resumption` can tell them from ids.
+        guard cqri_SSL_CTX_mark_ticket_resumptions(ctx) == 1 else { throw TLSError("setting the ticket callback") }
         cqri_SSL_CTX_use_http11_alpn(ctx)
     }
 
@@ -96,6 +98,6 @@ public final class TLSContext: @unchecked Sendable {
         }
         SSL_set_fd(ssl, fd)
         SSL_set_accept_state(ssl)
-        return TLSTransport(ssl: ssl, fd: fd)
+        return TLSTransport(ssl: ssl, fd: fd, owner: self)
     }
 }
