@@ -16,7 +16,7 @@ public enum ConfigurationLoader {
     public static let optionNames = [
         "config", "listen", "admin-listen", "ingest-listen", "cert", "key", "admin-token-file",
         "admin-plaintext", "cors-origins", "tick-interval", "herald-interval", "history", "history-ttl",
-        "history-memory", "threads", "max-connections", "max-header-bytes", "max-body-bytes",
+        "history-memory", "threads", "max-connections", "ocsp-file", "max-header-bytes", "max-body-bytes",
         "max-frame-bytes", "stream-buffer-bytes", "header-timeout", "handshake-timeout", "idle-timeout",
         "shutdown-timeout", "state-file", "log-level",
     ]
@@ -60,6 +60,7 @@ public enum ConfigurationLoader {
         if let v = value("history-memory") { c.historyMemory = try size(v) }
         if let v = value("threads") { c.threads = try integer(v, in: 1...1024) }
         if let v = value("max-connections") { c.maxConnections = try integer(v, in: 1...10_000_000) }
+        if let v = value("ocsp-file") { c.ocspFile = try path(v) }
         if let v = value("max-header-bytes") { c.maxHeaderBytes = try size(v, minimum: 256) }
         if let v = value("max-body-bytes") { c.maxBodyBytes = try size(v) }
         if let v = value("max-frame-bytes") { c.maxFrameBytes = try size(v, minimum: 16) }

@@ -29,6 +29,8 @@ public struct GatewayConfiguration: Sendable {
     public var ingestListen: SocketAddress? = SocketAddress(host: "127.0.0.1", port: 5679)
     public var certificateFile = "certs/server.crt"
     public var keyFile = "certs/server.key"
+    /// A DER OCSP response to staple while valid; nil: no stapling.
+    public var ocspFile: String? = nil
     public var adminTokenFile: String?
     /// The admin bearer token; nil when none is configured. Never logged.
     public var adminToken: [UInt8]?

@@ -39,6 +39,7 @@ struct QriCommand: ParsableCommand {
     @Option(name: .customLong("history-memory"), help: "Bound on all histories together, K/M/G (default 64M).") var historyMemory: String?
     @Option(help: "Event-loop threads (default: cores).") var threads: String?
     @Option(name: .customLong("max-connections"), help: "Open connections, all listeners (default: 100000 or the descriptor limit less a reserve).") var maxConnections: String?
+    @Option(name: .customLong("ocsp-file"), help: "DER OCSP response to staple while valid; re-read on SIGHUP.") var ocspFile: String?
     @Option(name: .customLong("max-header-bytes"), help: "Request line + headers (default 8K).") var maxHeaderBytes: String?
     @Option(name: .customLong("max-body-bytes"), help: "Admin request body (default 1M).") var maxBodyBytes: String?
     @Option(name: .customLong("max-frame-bytes"), help: "One ingest frame (default 1M).") var maxFrameBytes: String?
@@ -57,7 +58,7 @@ struct QriCommand: ParsableCommand {
             "cert": cert, "key": key, "admin-token-file": adminTokenFile, "cors-origins": corsOrigins,
             "tick-interval": tickInterval, "herald-interval": heraldInterval, "history": history,
             "history-ttl": historyTTL, "history-memory": historyMemory, "threads": threads,
-            "max-connections": maxConnections, "max-header-bytes": maxHeaderBytes, "max-body-bytes": maxBodyBytes,
+            "max-connections": maxConnections, "ocsp-file": ocspFile, "max-header-bytes": maxHeaderBytes, "max-body-bytes": maxBodyBytes,
             "max-frame-bytes": maxFrameBytes, "stream-buffer-bytes": streamBufferBytes,
             "header-timeout": headerTimeout, "handshake-timeout": handshakeTimeout, "idle-timeout": idleTimeout,
             "shutdown-timeout": shutdownTimeout, "state-file": stateFile, "log-level": logLevel,
