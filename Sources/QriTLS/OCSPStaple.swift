@@ -88,6 +88,7 @@ final class OCSPStaple: @unchecked Sendable {
     }
 
     private static func check(_ der: [UInt8], context ctx: OpaquePointer) throws(Unfit) -> OCSPStaple {
+        guard !der.isEmpty else { throw Unfit("empty file") }
         guard der.count <= maximumBytes else { throw Unfit("larger than \(maximumBytes) bytes") }
         guard let leaf = SSL_CTX_get0_certificate(ctx) else { throw Unfit("no certificate") }
         let response = der.withUnsafeBufferPointer { buffer -> OpaquePointer? in
@@ -188,7 +189,9 @@ public enum OCSPState: Sendable {
             return (false, "not stapled: \(reason)")
         case .loaded(let from, let until):
             let skew = OCSPStaple.skew
-            if now < from - skew { return (false, "not stapled before thisUpdate \(utc(from)) (until \(utc(until)))") }
+            if now < from - skew {
+                return (false, "not stapled yet: thisUpdate is \(utc(from)), nextUpdate \(utc(until))")
+            }
             if now >= until + skew { return (false, "not stapled: expired at nextUpdate \(utc(until))") }
             return (true, "stapled until nextUpdate \(utc(until))")
         }
