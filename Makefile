@@ -17,7 +17,7 @@ PYTHON       ?= python3
 VENV         := .venv
 VENV_STAMP   := $(VENV)/.deps-stamp
 REQUIREMENTS := Tests/integration/requirements.txt
-APT_PACKAGES := libssl-dev openssl curl chromium
+APT_PACKAGES := libssl-dev openssl curl chromium faketime
 BIN          := .build/release/qri
 PYTEST_ARGS  ?=
 

@@ -13,6 +13,7 @@
 #include <openssl/pem.h>
 #include <openssl/bio.h>
 #include <openssl/asn1.h>
+#include <openssl/ocsp.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -24,6 +25,8 @@ static inline int cqri_SSL_CTX_set1_groups_list(SSL_CTX *ctx, const char *list) 
 static inline long cqri_SSL_CTX_set_session_cache_mode(SSL_CTX *ctx, long mode) { return SSL_CTX_set_session_cache_mode(ctx, mode); }
 static inline long cqri_SSL_CTX_sess_set_cache_size(SSL_CTX *ctx, long size) { return SSL_CTX_sess_set_cache_size(ctx, size); }
 static inline void cqri_OPENSSL_free(void *p) { OPENSSL_free(p); }
+// OPENSSL_memdup is a macro (it passes __FILE__/__LINE__ to CRYPTO_memdup).
+static inline void *cqri_OPENSSL_memdup(const void *p, size_t n) { return OPENSSL_memdup(p, n); }
 
 static inline uint64_t cqri_SSL_OP_NO_RENEGOTIATION(void) { return SSL_OP_NO_RENEGOTIATION; }
 static inline uint64_t cqri_SSL_OP_NO_COMPRESSION(void) { return SSL_OP_NO_COMPRESSION; }
@@ -57,6 +60,59 @@ static inline int cqri_alpn_select_http11(SSL *ssl, const unsigned char **out, u
 static inline void cqri_SSL_CTX_use_http11_alpn(SSL_CTX *ctx) {
     SSL_CTX_set_alpn_select_cb(ctx, cqri_alpn_select_http11, NULL);
 }
+
+/// Ticket resumptions: OpenSSL tells whether a handshake resumed (SSL_session_reused) but not
+/// whether from a TLS 1.2 session id or from a ticket. This decrypt callback of
+/// SSL_CTX_set_session_ticket_cb(3) marks the SSL (app data, ex_data index 0, unused
+/// elsewhere) when a ticket decrypted; the caller checks SSL_session_reused too, since a
+/// decrypted ticket may still be turned down (TLS 1.3 binder, cipher or context mismatch).
+/// OpenSSL calls it for EMPTY, NO_DECRYPT, SUCCESS and SUCCESS_RENEW only; each returns what
+/// OpenSSL does without a callback: use the session (renewing when asked), or ignore the
+/// ticket and issue a new one. Kept in C because it is a callback with C types.
+static inline SSL_TICKET_RETURN cqri_decrypt_ticket_mark(SSL *s, SSL_SESSION *ss, const unsigned char *keyname,
+                                                         size_t keyname_len, SSL_TICKET_STATUS status, void *arg) {
+    (void)ss; (void)keyname; (void)keyname_len; (void)arg;
+    switch (status) {
+    case SSL_TICKET_SUCCESS:
+        SSL_set_app_data(s, (void *)1);
+        return SSL_TICKET_RETURN_USE;
+    case SSL_TICKET_SUCCESS_RENEW:
+        SSL_set_app_data(s, (void *)1);
+        return SSL_TICKET_RETURN_USE_RENEW;
+    case SSL_TICKET_EMPTY:
+    case SSL_TICKET_NO_DECRYPT:
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    case SSL_TICKET_NONE:
+        return SSL_TICKET_RETURN_IGNORE;
+    default:                                   /* SSL_TICKET_FATAL_ERR_* */
+        return SSL_TICKET_RETURN_ABORT;
+    }
+}
+
+static inline int cqri_SSL_CTX_mark_ticket_resumptions(SSL_CTX *ctx) {
+    return SSL_CTX_set_session_ticket_cb(ctx, NULL, cqri_decrypt_ticket_mark, NULL);
+}
+
+/// Whether `cqri_decrypt_ticket_mark` marked this SSL (SSL_get_app_data is a macro).
+static inline int cqri_SSL_decrypted_ticket(const SSL *s) { return SSL_get_app_data(s) != NULL; }
+
+// OCSP stapling: the status callback's setters and the response setter are macros over
+// SSL_CTX_callback_ctrl / SSL_CTX_ctrl / SSL_ctrl.
+static inline long cqri_SSL_CTX_set_tlsext_status_cb(SSL_CTX *ctx, int (*cb)(SSL *, void *)) {
+    return SSL_CTX_set_tlsext_status_cb(ctx, cb);
+}
+static inline long cqri_SSL_CTX_set_tlsext_status_arg(SSL_CTX *ctx, void *arg) { return SSL_CTX_set_tlsext_status_arg(ctx, arg); }
+/// Takes ownership of `resp`, which must come from OPENSSL_malloc (OpenSSL frees it).
+static inline long cqri_SSL_set_tlsext_status_ocsp_resp(SSL *ssl, unsigned char *resp, long len) {
+    return SSL_set_tlsext_status_ocsp_resp(ssl, resp, len);
+}
+// SSL_CTX_get0_chain_certs is a macro over SSL_CTX_ctrl; the sk_X509_* accessors are macros.
+static inline STACK_OF(X509) *cqri_SSL_CTX_get0_chain_certs(SSL_CTX *ctx) {
+    STACK_OF(X509) *chain = NULL;
+    return SSL_CTX_get0_chain_certs(ctx, &chain) == 1 ? chain : NULL;
+}
+static inline int cqri_sk_X509_num(const STACK_OF(X509) *sk) { return sk_X509_num(sk); }
+static inline X509 *cqri_sk_X509_value(const STACK_OF(X509) *sk, int i) { return sk_X509_value(sk, i); }
 
 // Client side (qri-bench): SNI is a macro over SSL_ctrl.
 static inline int cqri_SSL_set_tlsext_host_name(SSL *ssl, const char *name) { return (int)SSL_set_tlsext_host_name(ssl, name); }

@@ -1,4 +1,5 @@
 import QriLoop
+import QriTLS
 
 /// The part every connection shares: its transport, TLS handshake, output queue, timeout
 /// and close. Subclasses add what they do with the bytes they read.
@@ -89,6 +90,7 @@ class Connection: ReadinessHandler {
         case .done:
             handshaking = false
             worker.gateway.metrics.handshakesOK.increment()
+            countResumption()
             worker.disarm(self)
             didBecomeReady()
             if !isClosed && transport.hasBufferedInput { readAvailable() }
@@ -106,6 +108,14 @@ class Connection: ReadinessHandler {
                 ["peer": "\(ConnectedSocket.peerName(of: fd) ?? "?")", "listener": "\(self.listener.rawValue)", "error": "\(why)"]
             }
             close()
+        }
+    }
+
+    private func countResumption() {
+        switch (transport as? TLSTransport)?.resumption {
+        case .cache?: worker.gateway.metrics.resumedFromCache.increment()
+        case .ticket?: worker.gateway.metrics.resumedWithTicket.increment()
+        case nil: break
         }
     }
 

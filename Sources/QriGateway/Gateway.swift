@@ -34,7 +34,7 @@ public final class Gateway: @unchecked Sendable {
         self.logger = logger
         let tls: TLSContext
         do {
-            tls = try TLSContext(certificateFile: configuration.certificateFile, keyFile: configuration.keyFile)
+            tls = try Self.loadTLS(configuration)
         } catch {
             throw ConfigurationError("cannot load certificate: \(error)")
         }
@@ -55,6 +55,7 @@ public final class Gateway: @unchecked Sendable {
         core.metrics.certExpiry.record(Double(tls.notAfter))
         ProcessSetup.ignoreBrokenPipe()
         logger.info("certificate loaded", metadata: ["subject": "\(tls.subject)", "not_after": "\(tls.notAfter)"])
+        Self.logOCSP(tls, configuration, logger)
         logger.info("limits", metadata: [
             "threads": "\(loops)", "max_connections": "\(limits.public)", "max_admin_connections": "\(limits.admin)",
             "max_ingest_connections": "\(limits.ingest)", "descriptor_limit": "\(descriptorLimit)",
@@ -100,17 +101,31 @@ public final class Gateway: @unchecked Sendable {
     public func reloadCertificate() -> Bool {
         let configuration = core.configuration
         do {
-            let tls = try TLSContext(certificateFile: configuration.certificateFile, keyFile: configuration.keyFile)
+            let tls = try Self.loadTLS(configuration)
             core.replaceTLSContext(tls)
             core.metrics.certReloadsOK.increment()
             core.metrics.certExpiry.record(Double(tls.notAfter))
             logger.notice("certificate reloaded", metadata: ["subject": "\(tls.subject)", "not_after": "\(tls.notAfter)"])
+            Self.logOCSP(tls, configuration, logger)
             return true
         } catch {
             core.metrics.certReloadsFailed.increment()
             logger.error("certificate reload failed; keeping the old certificate", metadata: ["error": "\(error)"])
             return false
         }
+    }
+
+    /// The certificate, key and OCSP response, as at start-up and on SIGHUP.
+    private static func loadTLS(_ configuration: GatewayConfiguration) throws(TLSError) -> TLSContext {
+        try TLSContext(certificateFile: configuration.certificateFile, keyFile: configuration.keyFile,
+                       ocspFile: configuration.ocspFile)
+    }
+
+    /// Whether the `--ocsp-file` response is stapled, and until when (or why not).
+    private static func logOCSP(_ tls: TLSContext, _ configuration: GatewayConfiguration, _ logger: Logger) {
+        guard let ocsp = tls.ocsp, let file = configuration.ocspFile else { return }
+        let (stapled, text) = ocsp.summary(now: Int64(time(nil)))
+        logger.log(level: stapled ? .info : .warning, "OCSP response \(text)", metadata: ["file": "\(file)"])
     }
 
     /// Stops accepting, closes every connection with a close_notify, stops the loops and

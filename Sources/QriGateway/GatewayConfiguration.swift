@@ -29,6 +29,8 @@ public struct GatewayConfiguration: Sendable {
     public var ingestListen: SocketAddress? = SocketAddress(host: "127.0.0.1", port: 5679)
     public var certificateFile = "certs/server.crt"
     public var keyFile = "certs/server.key"
+    /// A DER OCSP response to staple while valid; nil: no stapling.
+    public var ocspFile: String? = nil
     public var adminTokenFile: String?
     /// The admin bearer token; nil when none is configured. Never logged.
     public var adminToken: [UInt8]?
@@ -50,8 +52,6 @@ public struct GatewayConfiguration: Sendable {
     public var maxIngestConnections = 1024
     /// Seconds to complete an ingest frame once its first byte arrived.
     public var frameTimeout: Double = 30
-    /// A DER OCSP response to staple while valid; re-read on SIGHUP.
-    public var ocspFile: String? = nil
     public var maxHeaderBytes = 8 << 10
     public var maxBodyBytes = 1 << 20
     public var maxFrameBytes = 1 << 20

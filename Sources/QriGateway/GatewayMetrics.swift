@@ -25,6 +25,8 @@ public final class GatewayMetrics: Sendable {
     private let rejected: [Counter]
     let handshakesOK = Counter(label: "qri_tls_handshakes_total", dimensions: [("result", "ok")])
     let handshakesFailed = Counter(label: "qri_tls_handshakes_total", dimensions: [("result", "failed")])
+    let resumedFromCache = Counter(label: "qri_tls_resumptions_total", dimensions: [("kind", "cache")])
+    let resumedWithTicket = Counter(label: "qri_tls_resumptions_total", dimensions: [("kind", "ticket")])
     let certReloadsOK = Counter(label: "qri_cert_reloads_total", dimensions: [("result", "ok")])
     let certReloadsFailed = Counter(label: "qri_cert_reloads_total", dimensions: [("result", "failed")])
     let certExpiry = Gauge(label: "qri_cert_expiry_timestamp_seconds")

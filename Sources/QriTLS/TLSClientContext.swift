@@ -68,7 +68,7 @@ public final class TLSClientContext: @unchecked Sendable {
             if SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER != 0 { _ = SSL_set1_host(ssl, serverName) }
         }
         if let session { _ = SSL_set_session(ssl, session.session) }
-        return TLSTransport(ssl: ssl, fd: fd)
+        return TLSTransport(ssl: ssl, fd: fd, owner: self)
     }
 }
 

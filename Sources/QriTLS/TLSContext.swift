@@ -14,15 +14,23 @@ public final class TLSContext: @unchecked Sendable {
     public let subject: String
     /// The certificate's notAfter, in seconds since the Unix epoch.
     public let notAfter: Int64
+    /// What became of the OCSP response file; nil when none was given.
+    public let ocsp: OCSPState?
+    /// The response stapled while valid; the status callback reads it unretained.
+    private let staple: OCSPStaple?
 
     // Mozilla "intermediate" (guidelines 6.0): AEAD with forward secrecy only.
     private static let tls12Ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
     private static let tls13Suites = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
-    /// Reads and checks `certificateFile` (PEM, leaf first, then its chain) and `keyFile`.
-    public init(certificateFile: String, keyFile: String) throws(TLSError) {
+    /// Reads and checks `certificateFile` (PEM, leaf first, then its chain) and `keyFile`,
+    /// and `ocspFile` (DER) if given. An unreadable file throws; an OCSP response that does
+    /// not fit the certificate is not stapled, and `ocsp` says why.
+    public init(certificateFile: String, keyFile: String, ocspFile: String? = nil) throws(TLSError) {
         ERR_clear_error()
         guard let ctx = SSL_CTX_new(TLS_server_method()) else { throw TLSError("SSL_CTX_new") }
+        var staple: OCSPStaple?
+        var ocsp: OCSPState?
         do throws(TLSError) {
             try Self.configure(ctx)
             guard SSL_CTX_use_certificate_chain_file(ctx, certificateFile) == 1 else {
@@ -34,6 +42,10 @@ public final class TLSContext: @unchecked Sendable {
             guard SSL_CTX_check_private_key(ctx) == 1 else {
                 throw TLSError("key \(keyFile) does not match certificate \(certificateFile)")
             }
+            if let ocspFile {
+                (staple, ocsp) = try OCSPStaple.load(file: ocspFile, context: ctx)
+                if let staple { OCSPStaple.install(staple, in: ctx) }
+            }
         } catch {
             SSL_CTX_free(ctx)
             throw error
@@ -41,7 +53,9 @@ public final class TLSContext: @unchecked Sendable {
         context = ctx
         let certificate = SSL_CTX_get0_certificate(ctx)
         subject = Self.subjectLine(certificate)
-        notAfter = Self.notAfter(certificate)
+        notAfter = certificate.flatMap { Self.epochSeconds(X509_get0_notAfter($0)) } ?? 0
+        self.ocsp = ocsp
+        self.staple = staple
     }
 
     deinit { SSL_CTX_free(context) }
@@ -71,6 +85,8 @@ public final class TLSContext: @unchecked Sendable {
         _ = cqri_SSL_CTX_sess_set_cache_size(ctx, 20_000)
         let sessionContext: [UInt8] = Array("qri".utf8)
         _ = SSL_CTX_set_session_id_context(ctx, sessionContext, UInt32(sessionContext.count))
+        // Marks ticket resumptions, so that `TLSTransport.resumption` can tell them from ids.
+        guard cqri_SSL_CTX_mark_ticket_resumptions(ctx) == 1 else { throw TLSError("setting the ticket callback") }
         cqri_SSL_CTX_use_http11_alpn(ctx)
     }
 
@@ -81,10 +97,11 @@ public final class TLSContext: @unchecked Sendable {
         return String(cString: line)
     }
 
-    private static func notAfter(_ certificate: OpaquePointer?) -> Int64 {
-        guard let certificate, let time = X509_get0_notAfter(certificate) else { return 0 }
+    /// An ASN.1 time in seconds since the Unix epoch; nil when absent or malformed.
+    static func epochSeconds(_ time: UnsafePointer<ASN1_TIME>?) -> Int64? {
+        guard let time else { return nil }
         var parts = tm()
-        guard ASN1_TIME_to_tm(time, &parts) == 1 else { return 0 }
+        guard ASN1_TIME_to_tm(time, &parts) == 1 else { return nil }
         return Int64(timegm(&parts))
     }
 

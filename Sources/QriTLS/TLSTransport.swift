@@ -12,29 +12,37 @@ import Glibc
 public final class TLSTransport: Transport {
     private var ssl: OpaquePointer?
     public private(set) var fd: Int32
-    /// Set once the connection failed at the TLS level: no close_notify may follow.
+    /// Set once the connection failed (TLS or socket error): no close_notify may follow.
     private var broken = false
+    /// Set once OpenSSL reported a TLS-level error (SSL_ERROR_SSL), not a socket one.
+    private var tlsFailed = false
     private var handshakeDone = false
-    /// Server side: the context the `SSL` is made from once the client's first bytes arrive.
-    /// Until then the connection holds no TLS state at all (OpenSSL allocates tens of KB
-    /// per `SSL` and handshake), so a client that connects and says nothing costs little.
-    private var pendingContext: TLSContext?
+    /// The `TLSContext` or `TLSClientContext` this connection came from: what its callbacks
+    /// read (the OCSP staple) must live as long as the connection, past a rotation.
+    private let owner: AnyObject
+    /// Server side: whether the `SSL` is still to be made from `owner` when the client's first
+    /// bytes arrive. Until then the connection holds no TLS state at all (OpenSSL allocates
+    /// tens of KB per `SSL` and handshake), so a client that connects and says nothing costs
+    /// little.
+    private var awaitingFirstBytes = false
 
-    init(ssl: OpaquePointer, fd: Int32) {
+    init(ssl: OpaquePointer, fd: Int32, owner: AnyObject) {
         self.ssl = ssl
         self.fd = fd
+        self.owner = owner
     }
 
     init(context: TLSContext, fd: Int32) {
-        pendingContext = context
+        owner = context
         self.fd = fd
+        awaitingFirstBytes = true
     }
 
     deinit { close() }
 
     public func handshake() -> IOResult {
-        if ssl == nil, let context = pendingContext {
-            pendingContext = nil
+        if ssl == nil, awaitingFirstBytes, let context = owner as? TLSContext {
+            awaitingFirstBytes = false
             guard let made = context.makeSSL(fd: fd) else { return .failed("SSL_new failed") }
             ssl = made
         }
@@ -75,6 +83,18 @@ public final class TLSTransport: Transport {
         return SSL_session_reused(ssl) == 1
     }
 
+    /// How a session was resumed: a TLS 1.2 session id from the server's cache, or a ticket.
+    public enum ResumptionKind: String, Sendable {
+        case cache, ticket
+    }
+
+    /// Server side, once the handshake is done: how it resumed a session; nil for a full one.
+    /// TLS 1.3 resumes with tickets only (the server sends stateless ones).
+    public var resumption: ResumptionKind? {
+        guard let ssl, SSL_session_reused(ssl) == 1 else { return nil }
+        return cqri_SSL_decrypted_ticket(ssl) != 0 || SSL_version(ssl) >= TLS1_3_VERSION ? .ticket : .cache
+    }
+
     /// For a client: the session to resume with next time, once the server has sent one (in
     /// TLS 1.3 the tickets arrive after the handshake, with the first reads); nil if none.
     ///
@@ -101,8 +121,19 @@ public final class TLSTransport: Transport {
     }
 
     public func close() {
-        pendingContext = nil
+        awaitingFirstBytes = false
         if let ssl {
+            // SSL_free without SSL_SENT_SHUTDOWN drops the session from the server cache
+            // (ssl_clear_bad_session): only connections we had sent a close_notify on could
+            // be resumed by session id. SPEC: session ids resume however the previous
+            // connection ended, and RFC 5246 §7.2.1 allows it since TLS 1.1 — a peer's EOF,
+            // a reset or a timeout says nothing against the session's keys. A TLS-level
+            // failure (bad record MAC, a fatal alert) might: that session stays dropped
+            // (OpenSSL drops it itself on a fatal alert; not marking covers the rest). A
+            // handshake that never finished has no session to keep.
+            if handshakeDone && !tlsFailed {
+                SSL_set_shutdown(ssl, SSL_get_shutdown(ssl) | SSL_SENT_SHUTDOWN)
+            }
             SSL_free(ssl)
             self.ssl = nil
         }
@@ -125,6 +156,7 @@ public final class TLSTransport: Transport {
             return errno == 0 ? .closed : .failed("socket error \(errno)")
         default:
             broken = true
+            tlsFailed = true
             // With SSL_OP_IGNORE_UNEXPECTED_EOF an EOF without close_notify reads as a close.
             return .failed(TLSError.drainErrorQueue())
         }

@@ -119,6 +119,7 @@ SERIES = {
         "max_connections", "header_timeout", "handshake_timeout", "idle_timeout", "header_too_large",
         "body_too_large", "bad_request", "bad_frame")],
     "qri_tls_handshakes_total": [{"result": v} for v in ("ok", "failed")],
+    "qri_tls_resumptions_total": [{"kind": v} for v in ("cache", "ticket")],
     "qri_cert_reloads_total": [{"result": v} for v in ("ok", "failed")],
     "qri_cert_expiry_timestamp_seconds": [{}],
 }

@@ -1,6 +1,6 @@
 """The TLS configuration, checked by a real scanner (sslyze, from PyPI) against the running
 gateway: only TLS 1.2 and 1.3, AEAD ciphers with forward secrecy, no compression, no insecure
-renegotiation, and the chain sent along with the leaf."""
+renegotiation, session resumption by id and by ticket, and the chain sent along with the leaf."""
 
 from pathlib import Path
 
@@ -19,6 +19,7 @@ COMMANDS = {
     ScanCommand.TLS_1_2_CIPHER_SUITES, ScanCommand.TLS_1_3_CIPHER_SUITES,
     ScanCommand.TLS_COMPRESSION, ScanCommand.SESSION_RENEGOTIATION, ScanCommand.CERTIFICATE_INFO,
     ScanCommand.HEARTBLEED, ScanCommand.OPENSSL_CCS_INJECTION, ScanCommand.ELLIPTIC_CURVES,
+    ScanCommand.SESSION_RESUMPTION,
 }
 AEAD = ("_GCM_", "_CHACHA20_POLY1305_", "_CCM")
 FORWARD_SECRET = ("TLS_ECDHE_", "TLS_DHE_")
@@ -85,6 +86,12 @@ def test_tls_scan(chained_gateway, tls_files, listener):
         problems.append("no secure renegotiation (RFC 5746): insecure legacy renegotiation")
     if reneg.is_vulnerable_to_client_renegotiation_dos:
         problems.append(f"client-initiated renegotiation accepted ({reneg.client_renegotiations_success_count} times)")
+    resumption = attempt(result, "session_resumption")
+    for how, done, tried in (
+            ("session id", resumption.session_id_successful_resumptions_count, resumption.session_id_attempted_resumptions_count),
+            ("TLS 1.2 ticket", resumption.tls_ticket_successful_resumptions_count, resumption.tls_ticket_attempted_resumptions_count)):
+        if not tried or done != tried:
+            problems.append(f"{how} resumption: {done} of {tried}")
     if attempt(result, "heartbleed").is_vulnerable_to_heartbleed:
         problems.append("heartbleed")
     if attempt(result, "openssl_ccs_injection").is_vulnerable_to_ccs_injection:
