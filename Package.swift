@@ -29,6 +29,11 @@ let package = Package(
             pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]
         ),
+        .systemLibrary(
+            name: "CQriHiredis",
+            pkgConfig: "hiredis",
+            providers: [.apt(["libhiredis-dev"])]
+        ),
         .target(
             name: "CQriSystem",
             cSettings: [.define("_GNU_SOURCE")]
@@ -38,6 +43,13 @@ let package = Package(
         .target(name: "QriLoop", dependencies: ["CQriSystem"], swiftSettings: strict),
         // TLS contexts and non-blocking connections over OpenSSL.
         .target(name: "QriTLS", dependencies: ["CQriOpenSSL", "QriLoop"], swiftSettings: strict),
+        // Redis over our loop and TLS layer: hiredis as the RESP codec, our sockets.
+        .target(
+            name: "QriRedis",
+            dependencies: ["CQriHiredis", "CQriSystem", "QriLoop", "QriTLS",
+                           .product(name: "DequeModule", package: "swift-collections")],
+            swiftSettings: strict
+        ),
         // Pure protocol code: HTTP/1.1 request parsing, responses, SSE encoding.
         .target(name: "QriHTTP", swiftSettings: strict),
         // The gateway: registry, history, listeners, stream and ingest connections.

@@ -9,6 +9,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <netdb.h>
+#include <string.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -162,4 +164,61 @@ void cqri_malloc_trim(void) {
 #ifdef __GLIBC__
     malloc_trim(0);
 #endif
+}
+
+int cqri_connect(const char *ip, int port) {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        len = sizeof *a4;
+    } else if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        len = sizeof *a6;
+    } else {
+        errno = EINVAL;
+        return -1;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&ss, len) != 0 && errno != EINPROGRESS) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+int cqri_socket_error(int fd) {
+    int error = 0;
+    socklen_t len = sizeof error;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0) return errno;
+    return error;
+}
+
+int cqri_resolve(const char *host, char *out, size_t size) {
+    struct addrinfo hints, *res = NULL, *p;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0) return -1;
+    int found = -1;
+    for (int pass = 0; pass < 2 && found != 0; pass++) {
+        for (p = res; p; p = p->ai_next) {
+            int want = pass == 0 ? AF_INET : AF_INET6;
+            if (p->ai_family != want) continue;
+            const void *addr = want == AF_INET ? (const void *)&((struct sockaddr_in *)p->ai_addr)->sin_addr
+                                               : (const void *)&((struct sockaddr_in6 *)p->ai_addr)->sin6_addr;
+            if (inet_ntop(want, addr, out, (socklen_t)size)) { found = 0; break; }
+        }
+    }
+    freeaddrinfo(res);
+    return found;
 }

@@ -32,6 +32,7 @@ public final class EventLoop: @unchecked Sendable {
 
     private struct RepeatingTimer {
         var deadline: UInt64
+        /// 0 for a timer that fires once.
         let period: UInt64
         let action: () -> Void
     }
@@ -100,6 +101,11 @@ public final class EventLoop: @unchecked Sendable {
     public func every(nanoseconds periodNanoseconds: UInt64, _ action: @escaping () -> Void) {
         timers.append(RepeatingTimer(deadline: cqri_monotonic_ns() + periodNanoseconds,
                                      period: max(periodNanoseconds, 1_000_000), action: action))
+    }
+
+    /// Runs `action` once on this loop, `nanoseconds` from now (reconnect back-offs).
+    public func after(nanoseconds: UInt64, _ action: @escaping () -> Void) {
+        timers.append(RepeatingTimer(deadline: cqri_monotonic_ns() + nanoseconds, period: 0, action: action))
     }
 
     /// Runs `hook` once per pass, before the loop sleeps: where queued output is flushed, so
@@ -179,11 +185,18 @@ public final class EventLoop: @unchecked Sendable {
     private func runDueTimers() {
         guard !timers.isEmpty else { return }
         let now = cqri_monotonic_ns()
+        var firedOnce = false
         for i in timers.indices where timers[i].deadline <= now {
-            // Skip missed periods rather than firing them back to back.
-            timers[i].deadline = now + timers[i].period
+            if timers[i].period == 0 {
+                timers[i].deadline = .max
+                firedOnce = true
+            } else {
+                // Skip missed periods rather than firing them back to back.
+                timers[i].deadline = now + timers[i].period
+            }
             timers[i].action()
         }
+        if firedOnce { timers.removeAll { $0.period == 0 && $0.deadline == .max } }
     }
 
     /// Runs the tasks other threads have handed in so far, now. Used before an event that

@@ -18,7 +18,10 @@ public final class TLSClientContext: @unchecked Sendable {
     ///   - caFile: PEM file of trusted certificates; nil skips verification.
     ///   - serverName: SNI and the host name to verify; nil sends no SNI.
     ///   - tls13Only: offer TLS 1.3 only.
-    public init(caFile: String?, serverName: String?, tls13Only: Bool = false) throws(TLSError) {
+    ///   - systemCAs: with no `caFile`, verify against the system's CA store instead of not
+    ///     at all (Redis over TLS); `alpn` false sends no ALPN (Redis speaks no HTTP).
+    public init(caFile: String?, serverName: String?, tls13Only: Bool = false,
+                systemCAs: Bool = false, alpn: Bool = true) throws(TLSError) {
         ERR_clear_error()
         guard let ctx = SSL_CTX_new(TLS_client_method()) else { throw TLSError("SSL_CTX_new") }
         do throws(TLSError) {
@@ -34,9 +37,14 @@ public final class TLSClientContext: @unchecked Sendable {
                 | SSL_MODE_RELEASE_BUFFERS))
             // Sessions are kept by the caller (`TLSTransport.session`), not by a cache.
             _ = cqri_SSL_CTX_set_session_cache_mode(ctx, Int(SSL_SESS_CACHE_OFF))
-            let alpn: [UInt8] = [8] + Array("http/1.1".utf8)
-            guard SSL_CTX_set_alpn_protos(ctx, alpn, UInt32(alpn.count)) == 0 else { throw TLSError("setting ALPN") }
-            if let caFile {
+            if alpn {
+                let protocols: [UInt8] = [8] + Array("http/1.1".utf8)
+                guard SSL_CTX_set_alpn_protos(ctx, protocols, UInt32(protocols.count)) == 0 else { throw TLSError("setting ALPN") }
+            }
+            if systemCAs && caFile == nil {
+                guard SSL_CTX_set_default_verify_paths(ctx) == 1 else { throw TLSError("reading the system CA store") }
+                SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nil)
+            } else if let caFile {
                 guard SSL_CTX_load_verify_locations(ctx, caFile, nil) == 1 else {
                     throw TLSError("reading CA file \(caFile)")
                 }
@@ -65,7 +73,15 @@ public final class TLSClientContext: @unchecked Sendable {
         SSL_set_connect_state(ssl)
         if let serverName {
             _ = cqri_SSL_set_tlsext_host_name(ssl, serverName)
-            if SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER != 0 { _ = SSL_set1_host(ssl, serverName) }
+            if SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER != 0 {
+                // An address is checked against the certificate's IP entries, a name
+                // against its DNS entries.
+                if serverName.contains(":") || serverName.allSatisfy({ $0.isNumber || $0 == "." }) {
+                    _ = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), serverName)
+                } else {
+                    _ = SSL_set1_host(ssl, serverName)
+                }
+            }
         }
         if let session { _ = SSL_set_session(ssl, session.session) }
         return TLSTransport(ssl: ssl, fd: fd, owner: self)

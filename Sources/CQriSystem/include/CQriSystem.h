@@ -55,6 +55,15 @@ int cqri_peer_name(int fd, char *out, size_t size);
 int cqri_open_spare(void);
 /// Gives free heap pages back to the system (glibc malloc_trim); no-op elsewhere.
 void cqri_malloc_trim(void);
+/// Starts a non-blocking TCP connection to the literal IPv4 or IPv6 address `ip`; returns the
+/// descriptor (connect may be in progress: wait for writability, then `cqri_socket_error`),
+/// or -1 with errno.
+int cqri_connect(const char *ip, int port);
+/// The pending error of a socket (SO_ERROR): 0 once a non-blocking connect succeeded.
+int cqri_socket_error(int fd);
+/// Resolves `host` to one literal address in `out` (IPv4 preferred); 0 or -1. Blocking:
+/// for start-up only, never on a loop thread.
+int cqri_resolve(const char *host, char *out, size_t size);
 /// Monotonic clock in nanoseconds.
 uint64_t cqri_monotonic_ns(void);
 /// Wall clock in microseconds since the Unix epoch.
