@@ -1,4 +1,3 @@
-import DequeModule
 import QriHTTP
 public import QriLoop
 import Synchronization
@@ -68,7 +67,8 @@ public final class Registry: Sendable {
     /// they have a history and no stream, from the first to the last to expire.
     ///
     /// A pair that holds history is charged, in `bytes` and the registry's `historyBytes`,
-    /// what it costs in memory (see `overhead` and `cost(of:)`), not only its events' bytes.
+    /// what it costs in memory (see `overhead` and `EncodedEvent.heapBytes`), not only its
+    /// events' bytes.
     private struct Pair {
         /// The peer's bytes, then the checksum's: one allocation per pair.
         let key: [UInt8]
@@ -92,12 +92,10 @@ public final class Registry: Sendable {
         let createdAfter: UInt64
         /// When the pair last became idle or got a message while idle (monotonic ns).
         var touched: UInt64 = 0
-        var older: Int32 = -1
-        var newer: Int32 = -1
-        var idleOlder: Int32 = -1
-        var idleNewer: Int32 = -1
-        var linked = false
-        var idle = false
+        /// Place in the order of use (every pair with history or a stream while HISTORY > 0).
+        var recency = Links()
+        /// Place in the order of expiry (pairs with history and no stream).
+        var expiry = Links()
 
         static let vacant = Pair(key: [], peerLength: 0, hash: 0, createdAfter: 0)
 
@@ -133,6 +131,37 @@ public final class Registry: Sendable {
         }
     }
 
+    /// A pair's neighbours in one of the registry's lists of slots, oldest to newest.
+    private struct Links {
+        var older: Int32 = -1
+        var newer: Int32 = -1
+        var linked = false
+    }
+
+    /// The ends of one list of slots.
+    private struct Ends {
+        var oldest = -1
+        var newest = -1
+
+        /// Makes slot `s` the newest of the list that `links` threads through `slots`.
+        @inline(__always)
+        mutating func append(_ s: Int, _ links: WritableKeyPath<Pair, Links>, in slots: inout [Pair]) {
+            remove(s, links, in: &slots)
+            slots[s][keyPath: links] = Links(older: Int32(newest), newer: -1, linked: true)
+            if newest >= 0 { slots[newest][keyPath: links].newer = Int32(s) } else { oldest = s }
+            newest = s
+        }
+
+        /// Takes slot `s` out of the list, if it is in it.
+        @inline(__always)
+        mutating func remove(_ s: Int, _ links: WritableKeyPath<Pair, Links>, in slots: inout [Pair]) {
+            guard slots[s][keyPath: links].linked else { return }
+            let older = Int(slots[s][keyPath: links].older), newer = Int(slots[s][keyPath: links].newer)
+            if older >= 0 { slots[older][keyPath: links].newer = Int32(newer) } else { oldest = newer }
+            if newer >= 0 { slots[newer][keyPath: links].older = Int32(older) } else { newest = older }
+            slots[s][keyPath: links].linked = false
+        }
+    }
 
     private struct State {
         var clock: EventIDClock
@@ -144,11 +173,10 @@ public final class Registry: Sendable {
         var slots: [Pair] = []
         var freeSlots: [Int] = []
         var index = PairIndex()
-        var oldest = -1
-        var newest = -1
+        /// Pairs from least to most recently used.
+        var recency = Ends()
         /// The idle pairs (history, no stream) by `touched`, first to expire first.
-        var idleOldest = -1
-        var idleNewest = -1
+        var expiry = Ends()
         var historyBytes = 0
         /// The largest id dropped together with a whole pair: a pair created later cannot
         /// tell whether it had events before that.
@@ -205,22 +233,9 @@ public final class Registry: Sendable {
         }
 
         /// Marks slot `s` most recently used.
-        mutating func touch(_ s: Int) {
-            unlink(s)
-            slots[s].older = Int32(newest)
-            slots[s].newer = -1
-            slots[s].linked = true
-            if newest >= 0 { slots[newest].newer = Int32(s) } else { oldest = s }
-            newest = s
-        }
+        mutating func touch(_ s: Int) { recency.append(s, \.recency, in: &slots) }
 
-        mutating func unlink(_ s: Int) {
-            guard slots[s].linked else { return }
-            let older = Int(slots[s].older), newer = Int(slots[s].newer)
-            if older >= 0 { slots[older].newer = Int32(newer) } else { oldest = newer }
-            if newer >= 0 { slots[newer].older = Int32(older) } else { newest = older }
-            slots[s].linked = false
-        }
+        mutating func unlink(_ s: Int) { recency.remove(s, \.recency, in: &slots) }
 
         /// Appends `event` to the history of slot `s`, dropping its oldest beyond `limit`
         /// events, and charges the pair (and `historyBytes`) for what that costs.
@@ -278,29 +293,18 @@ public final class Registry: Sendable {
 
         /// Slot `s` (no stream) is idle from `now`: it moves to the end of the expiry order.
         mutating func markIdle(_ s: Int, now: UInt64) {
-            unlinkIdle(s)
             // Callers read the clock before the lock: keep the order by `touched` regardless.
-            slots[s].touched = idleNewest >= 0 ? Swift.max(now, slots[idleNewest].touched) : now
-            slots[s].idleOlder = Int32(idleNewest)
-            slots[s].idleNewer = -1
-            slots[s].idle = true
-            if idleNewest >= 0 { slots[idleNewest].idleNewer = Int32(s) } else { idleOldest = s }
-            idleNewest = s
+            slots[s].touched = expiry.newest >= 0 ? Swift.max(now, slots[expiry.newest].touched) : now
+            expiry.append(s, \.expiry, in: &slots)
         }
 
-        mutating func unlinkIdle(_ s: Int) {
-            guard slots[s].idle else { return }
-            let older = Int(slots[s].idleOlder), newer = Int(slots[s].idleNewer)
-            if older >= 0 { slots[older].idleNewer = Int32(newer) } else { idleOldest = newer }
-            if newer >= 0 { slots[newer].idleOlder = Int32(older) } else { idleNewest = older }
-            slots[s].idle = false
-        }
+        mutating func unlinkIdle(_ s: Int) { expiry.remove(s, \.expiry, in: &slots) }
 
         /// Evicts whole histories, least recently used pair first, until under the bound.
         /// The bound wins over open streams: their pair keeps its streams, not its history.
         mutating func enforceMemory(_ bound: Int) {
-            while historyBytes > bound && oldest >= 0 {
-                let s = oldest
+            while historyBytes > bound && recency.oldest >= 0 {
+                let s = recency.oldest
                 if slots[s].streams == 0 {
                     drop(s)
                     continue
@@ -522,9 +526,9 @@ public final class Registry: Sendable {
         let ttl = limits.ttlNanoseconds
         state.withLock { state in
             // Idle pairs are in order of `touched`: the first one not due ends the walk.
-            while state.idleOldest >= 0, now >= state.slots[state.idleOldest].touched,
-                  now - state.slots[state.idleOldest].touched >= ttl {
-                state.drop(state.idleOldest)
+            while case let s = state.expiry.oldest, s >= 0,
+                  now >= state.slots[s].touched, now - state.slots[s].touched >= ttl {
+                state.drop(s)
             }
         }
     }

@@ -328,6 +328,37 @@ private let farFuture: UInt64 = 1 << 62
         #expect(registry.historyBytes == 0)
     }
 
+    @Test func aFullHistoryIsARingWhoseChargeStaysPut() {
+        let (registry, _) = makeRegistry(events: 3)
+        let before = registry.issueID()
+        var ids = (0..<3).map { registry.route(bytes("m\($0)"), to: A).id }
+        let full = registry.historyBytes
+        for i in 3..<11 {
+            ids.append(registry.route(bytes("m\(i % 10)"), to: A).id)
+            #expect(registry.historyBytes == full, "same-size events replace each other")
+        }
+        let start = registry.openStream(A, loop: 0, lastEventID: before)
+        #expect(start.replay.map(\.id) == Array(ids.suffix(3)))
+        #expect(start.gap)
+        #expect(registry.openStream(A, loop: 0, lastEventID: ids[8]).replay.map(\.id) == [ids[9], ids[10]])
+    }
+
+    @Test func aStreamKeepsAnIdlePairFromExpiringUntilItCloses() {
+        let (registry, _) = makeRegistry(ttlSeconds: 10)
+        _ = registry.route(bytes("a"), to: A)
+        _ = registry.route(bytes("b"), to: B)
+        _ = registry.openStream(A, loop: 0, lastEventID: nil)
+        registry.expireHistories(now: farFuture)
+        #expect(registry.pairCount == 1, "B expired, A has a stream")
+        let closed = Clock.monotonicNanoseconds()
+        registry.closeStream(A, loop: 0)
+        registry.expireHistories(now: closed + 5_000_000_000)
+        #expect(registry.pairCount == 1, "the TTL runs from the close")
+        registry.expireHistories(now: farFuture)
+        #expect(registry.pairCount == 0)
+        #expect(registry.historyBytes == 0)
+    }
+
     @Test func aSingleEventOverTheBoundIsNotKept() {
         let (registry, _) = makeRegistry(memory: 100)
         _ = registry.route([UInt8](repeating: 0x61, count: 500), to: A)

@@ -10,7 +10,7 @@ from qri_ingest import ber_frame
 PAIRS = 1_000_000
 BOUND = 16 << 20
 # What RSS may grow by beyond the bound: memory that is not history. One ingest read (up to
-# 1 MiB, some 60,000 of these 17-byte frames) is decoded into a batch whose arrays take
+# 1 MiB, some 58,000 of these 18-byte frames) is decoded into a batch whose arrays take
 # several MiB while it is routed (3 slices of 32 bytes per message, ids, hashes, hand-offs);
 # the read buffer itself; malloc's freed-but-kept chunks after a million allocations and
 # frees of mixed sizes; the slot table and index growing by doubling. Measured: +15.8 MiB
