@@ -15,7 +15,7 @@ public struct EncodedEvent: Sendable {
     /// The event with id `id` and the encoded data part `body` (see `SSEEncoder.appendBody`).
     public init(id: UInt64, body: some Collection<UInt8>) {
         var wire: [UInt8] = []
-        wire.reserveCapacity(20 + body.count)
+        wire.reserveCapacity(Self.reserve(bodyCount: body.count))
         SSEEncoder.appendIDLine(id, to: &wire)
         headLength = wire.count
         wire.append(contentsOf: body)
@@ -27,6 +27,27 @@ public struct EncodedEvent: Sendable {
     public var head: ArraySlice<UInt8> { wire[..<headLength] }
     /// `[event: …\n]data: …\n\n`
     public var body: ArraySlice<UInt8> { wire[headLength...] }
-    /// Bytes on the wire, which is also what history memory counts.
+    /// Bytes on the wire.
     public var size: Int { wire.count }
+
+    /// The heap the event's buffer takes, as reserved (the id line fits: at most 20 bytes
+    /// for ids below 2^60, some 36,000 years of microseconds): what a history is charged for it.
+    var heapBytes: Int { HeapCost.array(of: UInt8.self, capacity: Self.reserve(bodyCount: wire.count - headLength)) }
+
+    private static func reserve(bodyCount: Int) -> Int { 20 + bodyCount }
+}
+
+/// Heap costs, for the history memory bound (HISTORY_MEMORY).
+enum HeapCost {
+    /// What glibc's malloc takes for `bytes`: the request plus its 8-byte chunk header,
+    /// rounded up to 16, at least 32.
+    @inline(__always)
+    static func allocation(_ bytes: Int) -> Int { Swift.max(32, (bytes + 8 + 15) & ~15) }
+
+    /// A Swift array's buffer of `capacity` elements (a 32-byte header, then the elements),
+    /// as requested with `reserveCapacity`; an empty array takes no heap.
+    @inline(__always)
+    static func array<T>(of _: T.Type, capacity: Int) -> Int {
+        capacity == 0 ? 0 : allocation(32 + capacity * MemoryLayout<T>.stride)
+    }
 }

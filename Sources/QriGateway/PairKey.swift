@@ -11,7 +11,4 @@ public struct PairKey: Hashable, Sendable {
     public init(peer: String, checksum: String) {
         self.init(peer: Array(peer.utf8), checksum: Array(checksum.utf8))
     }
-
-    /// Bytes this key costs in the registry, for the history memory bound.
-    var footprint: Int { peer.count + checksum.count + 64 }
 }

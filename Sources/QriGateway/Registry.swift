@@ -1,4 +1,3 @@
-import DequeModule
 import QriHTTP
 public import QriLoop
 import Synchronization
@@ -64,48 +63,124 @@ public final class Registry: Sendable {
     }
 
     /// One pair's state. Pairs live in numbered slots, so that the loops can index their
-    /// streams by a small integer, and are linked from least to most recently used.
+    /// streams by a small integer, and are linked from least to most recently used, and, while
+    /// they have a history and no stream, from the first to the last to expire.
+    ///
+    /// A pair that holds history is charged, in `bytes` and the registry's `historyBytes`,
+    /// what it costs in memory (see `overhead` and `EncodedEvent.heapBytes`), not only its
+    /// events' bytes.
     private struct Pair {
-        let key: PairKey
+        /// The peer's bytes, then the checksum's: one allocation per pair.
+        let key: [UInt8]
+        let peerLength: Int32
+        var streams: Int32 = 0
         /// `PairIndex.hash` of the key.
         let hash: Int
-        var streamsPerLoop: [Int32]
-        var streams = 0
-        var events = Deque<EncodedEvent>()
+        /// Streams per loop; allocated while the pair has a stream, else empty (no memory).
+        var streamsPerLoop: [Int32] = []
+        /// The history, oldest first from `head`: it grows up to HISTORY events, then is a
+        /// ring whose oldest event is overwritten.
+        var events: [EncodedEvent] = []
+        var head: Int32 = 0
+        /// The capacity reserved for `events` (they grow by doubling, up to HISTORY).
+        var reserved: Int32 = 0
+        /// What this pair is charged while it holds history (0 when it holds none).
         var bytes = 0
         /// The largest id that left this pair's history.
         var evictedUpTo: UInt64 = 0
         /// Ids from here on are all known to this pair's history.
         let createdAfter: UInt64
         /// When the pair last became idle or got a message while idle (monotonic ns).
-        var touched: UInt64
-        var awaitingExpiry = false
-        var older = -1
-        var newer = -1
-        var linked = false
+        var touched: UInt64 = 0
+        /// Place in the order of use (every pair with history or a stream while HISTORY > 0).
+        var recency = Links()
+        /// Place in the order of expiry (pairs with history and no stream).
+        var expiry = Links()
 
-        static let vacant = Pair(key: PairKey(peer: [], checksum: []), hash: 0, streamsPerLoop: [], createdAfter: 0, touched: 0)
+        static let vacant = Pair(key: [], peerLength: 0, hash: 0, createdAfter: 0)
+
+        init(key: [UInt8], peerLength: Int32, hash: Int, createdAfter: UInt64) {
+            self.key = key
+            self.peerLength = peerLength
+            self.hash = hash
+            self.createdAfter = createdAfter
+        }
 
         func hasKey(hash: Int, peer: UnsafeRawBufferPointer, checksum: UnsafeRawBufferPointer) -> Bool {
-            guard self.hash == hash else { return false }
-            return key.peer.withUnsafeBytes { $0.elementsEqual(peer) } && key.checksum.withUnsafeBytes { $0.elementsEqual(checksum) }
+            guard self.hash == hash, Int(peerLength) == peer.count, key.count == peer.count + checksum.count else { return false }
+            return key.withUnsafeBytes { $0.prefix(peer.count).elementsEqual(peer) && $0.dropFirst(peer.count).elementsEqual(checksum) }
+        }
+
+        /// The newest event of the history.
+        var newest: EncodedEvent? { events.isEmpty ? nil : events[(Int(head) + events.count - 1) % events.count] }
+
+        /// The history's events with ids above `id`, oldest first.
+        func events(after id: UInt64) -> [EncodedEvent] {
+            var result: [EncodedEvent] = []
+            for i in 0..<events.count where events[(Int(head) + i) % events.count].id > id {
+                result.append(events[(Int(head) + i) % events.count])
+            }
+            return result
+        }
+
+        /// What the pair's own memory costs while it holds history: its slot, its share of
+        /// the free-slot list and of the index (at most 8/3 four-byte buckets per pair), its
+        /// key's allocation. The history's storage and events are charged as they change.
+        var overhead: Int {
+            MemoryLayout<Pair>.stride + MemoryLayout<Int>.stride + 11 + HeapCost.array(of: UInt8.self, capacity: key.count)
+        }
+    }
+
+    /// A pair's neighbours in one of the registry's lists of slots, oldest to newest.
+    private struct Links {
+        var older: Int32 = -1
+        var newer: Int32 = -1
+        var linked = false
+    }
+
+    /// The ends of one list of slots.
+    private struct Ends {
+        var oldest = -1
+        var newest = -1
+
+        /// Makes slot `s` the newest of the list that `links` threads through `slots`.
+        @inline(__always)
+        mutating func append(_ s: Int, _ links: WritableKeyPath<Pair, Links>, in slots: inout [Pair]) {
+            remove(s, links, in: &slots)
+            slots[s][keyPath: links] = Links(older: Int32(newest), newer: -1, linked: true)
+            if newest >= 0 { slots[newest][keyPath: links].newer = Int32(s) } else { oldest = s }
+            newest = s
+        }
+
+        /// Takes slot `s` out of the list, if it is in it.
+        @inline(__always)
+        mutating func remove(_ s: Int, _ links: WritableKeyPath<Pair, Links>, in slots: inout [Pair]) {
+            guard slots[s][keyPath: links].linked else { return }
+            let older = Int(slots[s][keyPath: links].older), newer = Int(slots[s][keyPath: links].newer)
+            if older >= 0 { slots[older][keyPath: links].newer = Int32(newer) } else { oldest = newer }
+            if newer >= 0 { slots[newer][keyPath: links].older = Int32(older) } else { newest = older }
+            slots[s][keyPath: links].linked = false
         }
     }
 
     private struct State {
         var clock: EventIDClock
-        /// Pairs by slot; a freed slot holds `Pair.vacant` until reused. Not optional, so
-        /// that fields are read and changed in place, never by copying a whole pair.
+        /// Pairs by slot; a freed slot holds `Pair.vacant` (which owns no memory) until
+        /// reused. Freed slots are reused before the array grows, so it never holds more
+        /// slots than pairs ever existed at once, which HISTORY_MEMORY (pairs with history)
+        /// and the connection limits (pairs with streams only) bound. Not optional, so that
+        /// fields are read and changed in place, never by copying a whole pair.
         var slots: [Pair] = []
         var freeSlots: [Int] = []
         var index = PairIndex()
-        var oldest = -1
-        var newest = -1
+        /// Pairs from least to most recently used.
+        var recency = Ends()
+        /// The idle pairs (history, no stream) by `touched`, first to expire first.
+        var expiry = Ends()
         var historyBytes = 0
         /// The largest id dropped together with a whole pair: a pair created later cannot
         /// tell whether it had events before that.
         var droppedUpTo: UInt64 = 0
-        var expiry = Deque<(pair: PairKey, deadline: UInt64)>()
         var sinks: [any EventSink] = []
         /// Stored backdoor messages by three-digit type; the body is `TTT<message>` encoded.
         var heralds: [String: (message: [UInt8], body: [UInt8])] = [:]
@@ -126,14 +201,24 @@ public final class Registry: Sendable {
         }
 
         /// The slot of `key`, made if new.
-        mutating func slot(of key: PairKey, loops: Int, createdAfter: UInt64, now: UInt64) -> Int {
-            find(key) ?? makeSlot(for: key, hash: PairIndex.hash(key), loops: loops, createdAfter: createdAfter, now: now)
+        mutating func slot(of key: PairKey, createdAfter: UInt64) -> Int {
+            key.peer.withUnsafeBytes { peer in
+                key.checksum.withUnsafeBytes { checksum in
+                    let hash = PairIndex.hash(peer: peer, checksum: checksum)
+                    return find(hash: hash, peer: peer, checksum: checksum)
+                        ?? makeSlot(hash: hash, peer: peer, checksum: checksum, createdAfter: createdAfter)
+                }
+            }
         }
 
-        /// Gives `key`, which has no slot, a new one.
-        mutating func makeSlot(for key: PairKey, hash: Int, loops: Int, createdAfter: UInt64, now: UInt64) -> Int {
-            let pair = Pair(key: key, hash: hash, streamsPerLoop: Array(repeating: 0, count: loops),
-                            createdAfter: createdAfter, touched: now)
+        /// Gives the pair with these key bytes, which has no slot, a new one.
+        mutating func makeSlot(hash: Int, peer: UnsafeRawBufferPointer, checksum: UnsafeRawBufferPointer,
+                               createdAfter: UInt64) -> Int {
+            var key: [UInt8] = []
+            key.reserveCapacity(peer.count + checksum.count)
+            key.append(contentsOf: peer)
+            key.append(contentsOf: checksum)
+            let pair = Pair(key: key, peerLength: Int32(peer.count), hash: hash, createdAfter: createdAfter)
             let s: Int
             if let free = freeSlots.popLast() {
                 s = free
@@ -148,59 +233,84 @@ public final class Registry: Sendable {
         }
 
         /// Marks slot `s` most recently used.
-        mutating func touch(_ s: Int) {
-            unlink(s)
-            slots[s].older = newest
-            slots[s].newer = -1
-            slots[s].linked = true
-            if newest >= 0 { slots[newest].newer = s } else { oldest = s }
-            newest = s
+        mutating func touch(_ s: Int) { recency.append(s, \.recency, in: &slots) }
+
+        mutating func unlink(_ s: Int) { recency.remove(s, \.recency, in: &slots) }
+
+        /// Appends `event` to the history of slot `s`, dropping its oldest beyond `limit`
+        /// events, and charges the pair (and `historyBytes`) for what that costs.
+        mutating func append(_ event: EncodedEvent, to s: Int, limit: Int) {
+            var charge = event.heapBytes
+            if slots[s].events.isEmpty { charge += slots[s].overhead }
+            let count = slots[s].events.count
+            if count < limit {
+                // Grows by doubling, never past the limit, and only here: `append` then
+                // always has room, so the storage is what was reserved.
+                let reserved = Int(slots[s].reserved)
+                if count == reserved {
+                    let grown = Swift.min(limit, Swift.max(2 * count, 1))
+                    slots[s].events.reserveCapacity(grown)
+                    slots[s].reserved = Int32(clamping: grown)
+                    charge += HeapCost.array(of: EncodedEvent.self, capacity: grown)
+                        - HeapCost.array(of: EncodedEvent.self, capacity: reserved)
+                }
+                slots[s].events.append(event)
+            } else {
+                let head = Int(slots[s].head)
+                let old = slots[s].events[head]
+                charge -= old.heapBytes
+                slots[s].evictedUpTo = Swift.max(slots[s].evictedUpTo, old.id)
+                slots[s].events[head] = event
+                slots[s].head = head + 1 == count ? 0 : Int32(head + 1)
+            }
+            slots[s].bytes += charge
+            historyBytes += charge
         }
 
-        mutating func unlink(_ s: Int) {
-            guard slots[s].linked else { return }
-            let older = slots[s].older, newer = slots[s].newer
-            if older >= 0 { slots[older].newer = newer } else { oldest = newer }
-            if newer >= 0 { slots[newer].older = older } else { newest = older }
-            slots[s].linked = false
+        /// Forgets the history of slot `s` (which stays), and its charge.
+        mutating func removeHistory(_ s: Int) {
+            if let newest = slots[s].newest { slots[s].evictedUpTo = Swift.max(slots[s].evictedUpTo, newest.id) }
+            historyBytes -= slots[s].bytes
+            slots[s].bytes = 0
+            slots[s].events = []
+            slots[s].head = 0
+            slots[s].reserved = 0
         }
 
         /// Forgets slot `s` and its history.
         mutating func drop(_ s: Int) {
             unlink(s)
-            let pair = slots[s]
-            historyBytes -= pair.bytes
+            unlinkIdle(s)
+            removeHistory(s)
             // Whatever this pair knew it had lost, or still held, is now unknowable for it.
-            if let newest = pair.events.last { droppedUpTo = max(droppedUpTo, newest.id) }
-            droppedUpTo = max(droppedUpTo, pair.evictedUpTo)
+            droppedUpTo = Swift.max(droppedUpTo, slots[s].evictedUpTo)
+            let hash = slots[s].hash
             slots[s] = .vacant
             let slots = self.slots
-            index.remove(slot: s, hash: pair.hash) { slots[$0].hash }
+            index.remove(slot: s, hash: hash) { slots[$0].hash }
             freeSlots.append(s)
         }
 
-        mutating func scheduleExpiry(_ s: Int, now: UInt64, ttl: UInt64) {
-            slots[s].touched = now
-            if !slots[s].awaitingExpiry {
-                slots[s].awaitingExpiry = true
-                expiry.append((slots[s].key, now + ttl))
-            }
+        /// Slot `s` (no stream) is idle from `now`: it moves to the end of the expiry order.
+        mutating func markIdle(_ s: Int, now: UInt64) {
+            // Callers read the clock before the lock: keep the order by `touched` regardless.
+            slots[s].touched = expiry.newest >= 0 ? Swift.max(now, slots[expiry.newest].touched) : now
+            expiry.append(s, \.expiry, in: &slots)
         }
+
+        mutating func unlinkIdle(_ s: Int) { expiry.remove(s, \.expiry, in: &slots) }
 
         /// Evicts whole histories, least recently used pair first, until under the bound.
         /// The bound wins over open streams: their pair keeps its streams, not its history.
         mutating func enforceMemory(_ bound: Int) {
-            while historyBytes > bound && oldest >= 0 {
-                let s = oldest
+            while historyBytes > bound && recency.oldest >= 0 {
+                let s = recency.oldest
                 if slots[s].streams == 0 {
                     drop(s)
                     continue
                 }
                 unlink(s)
-                if let newest = slots[s].events.last { slots[s].evictedUpTo = max(slots[s].evictedUpTo, newest.id) }
-                historyBytes -= slots[s].bytes
-                slots[s].events.removeAll()
-                slots[s].bytes = 0
+                removeHistory(s)
             }
         }
     }
@@ -280,8 +390,15 @@ public final class Registry: Sendable {
                     record(i, Routed(id: id, streams: 0))
                     continue
                 }
-                let s = found ?? state.makeSlot(for: message.pair, hash: hash, loops: loopCount, createdAfter: id - 1, now: now)
-                let streams = state.slots[s].streams
+                let s: Int
+                if let found {
+                    s = found
+                } else {
+                    s = message.peer.withUnsafeBytes { peer in
+                        message.checksum.withUnsafeBytes { state.makeSlot(hash: hash, peer: peer, checksum: $0, createdAfter: id - 1) }
+                    }
+                }
+                let streams = Int(state.slots[s].streams)
                 if streams > 0 {
                     for loop in 0..<loopCount where state.slots[s].streamsPerLoop[loop] > 0 {
                         handOffs[loop].append(PairDelivery(slot: s, event: event))
@@ -290,15 +407,8 @@ public final class Registry: Sendable {
                 record(i, Routed(id: id, streams: streams))
                 guard keepsHistory else { continue }
                 // Mutated in place: the history is never copied.
-                state.slots[s].events.append(event)
-                state.slots[s].bytes += event.size
-                state.historyBytes += event.size
-                while state.slots[s].events.count > limits.eventsPerPair, let old = state.slots[s].events.popFirst() {
-                    state.slots[s].bytes -= old.size
-                    state.historyBytes -= old.size
-                    state.slots[s].evictedUpTo = max(state.slots[s].evictedUpTo, old.id)
-                }
-                if streams == 0 { state.scheduleExpiry(s, now: now, ttl: limits.ttlNanoseconds) }
+                state.append(event, to: s, limit: limits.eventsPerPair)
+                if streams == 0 { state.markIdle(s, now: now) }
                 state.touch(s)
                 // Drops only pairs without streams, so no slot handed off above is reused here.
                 state.enforceMemory(limits.memoryBytes)
@@ -369,7 +479,6 @@ public final class Registry: Sendable {
 
     /// Registers a stream of `pair` on `loop`; with `lastEventID`, computes its replay.
     public func openStream(_ pair: PairKey, loop: Int, lastEventID: UInt64?) -> StreamStart {
-        let now = Clock.monotonicNanoseconds()
         let keepsHistory = limits.eventsPerPair > 0
         return state.withLock { state in
             let tickID = state.clock.next()
@@ -380,17 +489,18 @@ public final class Registry: Sendable {
                 return EncodedEvent(id: id, body: stored.value.body)
             }
             let startID = state.clock.latest
-            let s = state.slot(of: pair, loops: loopCount, createdAfter: tickID, now: now)
+            let s = state.slot(of: pair, createdAfter: tickID)
+            if state.slots[s].streamsPerLoop.isEmpty { state.slots[s].streamsPerLoop = Array(repeating: 0, count: loopCount) }
             state.slots[s].streamsPerLoop[loop] += 1
             state.slots[s].streams += 1
+            state.unlinkIdle(s)
             var replay: [EncodedEvent] = []
             var gap = false
             if let lastEventID, keepsHistory {
-                let entry = state.slots[s]
-                replay = entry.events.filter { $0.id > lastEventID }
+                replay = state.slots[s].events(after: lastEventID)
                 gap = lastEventID < state.clock.first
-                    || lastEventID < entry.evictedUpTo
-                    || (lastEventID < entry.createdAfter && lastEventID < state.droppedUpTo)
+                    || lastEventID < state.slots[s].evictedUpTo
+                    || (lastEventID < state.slots[s].createdAfter && lastEventID < state.droppedUpTo)
             }
             if keepsHistory { state.touch(s) }
             return StreamStart(tickID: tickID, startID: startID, replay: replay, gap: gap, heralds: heralds, slot: s)
@@ -408,7 +518,8 @@ public final class Registry: Sendable {
             if state.slots[s].events.isEmpty {
                 state.drop(s)
             } else {
-                state.scheduleExpiry(s, now: now, ttl: limits.ttlNanoseconds)
+                state.slots[s].streamsPerLoop = []
+                state.markIdle(s, now: now)
             }
         }
     }
@@ -419,17 +530,10 @@ public final class Registry: Sendable {
     public func expireHistories(now: UInt64 = Clock.monotonicNanoseconds()) {
         let ttl = limits.ttlNanoseconds
         state.withLock { state in
-            while let first = state.expiry.first, first.deadline <= now {
-                state.expiry.removeFirst()
-                guard let s = state.find(first.pair), state.slots[s].awaitingExpiry else { continue }
-                if state.slots[s].streams > 0 {
-                    state.slots[s].awaitingExpiry = false
-                } else if state.slots[s].touched + ttl > now {
-                    // Touched since it was queued: look again at its new deadline.
-                    state.expiry.append((first.pair, state.slots[s].touched + ttl))
-                } else {
-                    state.drop(s)
-                }
+            // Idle pairs are in order of `touched`: the first one not due ends the walk.
+            while case let s = state.expiry.oldest, s >= 0,
+                  now >= state.slots[s].touched, now - state.slots[s].touched >= ttl {
+                state.drop(s)
             }
         }
     }
@@ -438,6 +542,7 @@ public final class Registry: Sendable {
 
     /// Pairs with a stream or a history.
     public var pairCount: Int { state.withLock { $0.index.count } }
-    /// Bytes held by all histories.
+    /// What all histories are charged against HISTORY_MEMORY: their events' buffers, their
+    /// storage, and the bookkeeping of each pair that holds history.
     public var historyBytes: Int { state.withLock { $0.historyBytes } }
 }

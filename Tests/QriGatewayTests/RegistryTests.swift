@@ -175,10 +175,11 @@ private let farFuture: UInt64 = 1 << 62
 
     // MARK: Memory bound
 
-    /// The encoded size of one routed event of `messageBytes` bytes.
-    private func eventSize(messageBytes: Int) -> Int {
+    /// What a pair with `events` routed events of `messageBytes` bytes is charged: the
+    /// events and the pair's own bookkeeping.
+    private func eventSize(messageBytes: Int, events: Int = 1, pair: PairKey = A) -> Int {
         let (probe, _) = makeRegistry()
-        _ = probe.route([UInt8](repeating: 0x61, count: messageBytes), to: A)
+        for _ in 0..<events { _ = probe.route([UInt8](repeating: 0x61, count: messageBytes), to: pair) }
         return probe.historyBytes
     }
 
@@ -199,7 +200,7 @@ private let farFuture: UInt64 = 1 << 62
         #expect(registry.pairCount == 3)
         // A is used again, so B is now the least recently used.
         _ = registry.route(message, to: A)
-        #expect(registry.historyBytes == 3 * size)
+        #expect(registry.historyBytes == eventSize(messageBytes: 1000, events: 2) + size)
         #expect(registry.pairCount == 2)
         #expect(replayCounts(registry, [A, B, C], after: before) == [2, 0, 1])
         // B's events are gone: a client resuming it is told so.
@@ -260,6 +261,102 @@ private let farFuture: UInt64 = 1 << 62
         let resumed = registry.openStream(A, loop: 0, lastEventID: before)
         #expect(resumed.replay.isEmpty)
         #expect(resumed.gap, "event \(String(lost.id, radix: 16)) left the history, yet no gap is announced")
+    }
+
+    @Test func historyBytesIncludeEachPairsBookkeeping() {
+        let (registry, _) = makeRegistry()
+        let before = registry.issueID()
+        _ = registry.route(bytes("x"), to: A)
+        let event = registry.openStream(A, loop: 0, lastEventID: before).replay[0]
+        let onePair = registry.historyBytes
+        // The pair's slot alone is about 100 bytes, its key and history storage are
+        // allocations of their own: a one-byte message costs far more than its event.
+        #expect(onePair >= event.size + 200)
+        #expect(onePair <= event.size + 500)
+        // A second event of the same pair adds its own cost, not the pair's again.
+        _ = registry.route(bytes("y"), to: A)
+        #expect(registry.historyBytes - onePair < onePair / 2)
+        #expect(registry.historyBytes - onePair >= event.size)
+        // The key is counted: a 1000-byte peer costs about 1000 bytes more.
+        let longKey = eventSize(messageBytes: 1, pair: PairKey(peer: String(repeating: "p", count: 1000), checksum: "a1"))
+        let shortKey = eventSize(messageBytes: 1)
+        #expect(longKey - shortKey >= 1000 && longKey - shortKey <= 1100)
+        // A pair with only a stream holds no history and is charged nothing (open
+        // connections bound those).
+        let withHistory = registry.historyBytes
+        _ = registry.openStream(B, loop: 0, lastEventID: nil)
+        _ = registry.openStream(C, loop: 0, lastEventID: nil)
+        #expect(registry.historyBytes == withHistory)
+        #expect(registry.pairCount == 3)
+        // Dropped pairs give everything back.
+        registry.closeStream(B, loop: 0)
+        registry.closeStream(C, loop: 0)
+        registry.closeStream(A, loop: 0)
+        registry.expireHistories(now: farFuture)
+        #expect(registry.pairCount == 0)
+        #expect(registry.historyBytes == 0)
+    }
+
+    /// The hostile case: many one-byte messages, each to a pair of its own, with no stream.
+    /// Event bytes alone would let 64 KiB hold some 2,400 of them; bookkeeping included,
+    /// far fewer are kept, and the newest survive.
+    @Test func manyTinyPairsAreEvictedUnderASmallBound() {
+        let bound = 64 << 10
+        let (registry, _) = makeRegistry(memory: bound)
+        let before = registry.issueID()
+        let pairs = (0..<10_000).map { PairKey(peer: "peer\($0)", checksum: "c") }
+        var ids: [UInt64] = []
+        for pair in pairs {
+            ids.append(registry.route(bytes("x"), to: pair).id)
+            #expect(registry.historyBytes <= bound)
+        }
+        let perPair = eventSize(messageBytes: 1, pair: pairs[9_999])
+        #expect(perPair > 150)
+        #expect(registry.pairCount == bound / perPair || registry.pairCount == bound / perPair - 1)
+        #expect(registry.pairCount < 400)
+        // The newest pairs keep their history; the oldest lost it and resume with a gap.
+        let newest = registry.openStream(pairs[9_999], loop: 0, lastEventID: ids[9_999] - 1)
+        #expect(newest.replay.map(\.id) == [ids[9_999]])
+        #expect(!newest.gap)
+        let oldest = registry.openStream(pairs[0], loop: 0, lastEventID: before)
+        #expect(oldest.replay.isEmpty)
+        #expect(oldest.gap)
+        registry.closeStream(pairs[0], loop: 0)
+        registry.closeStream(pairs[9_999], loop: 0)
+        registry.expireHistories(now: farFuture)
+        #expect(registry.pairCount == 0)
+        #expect(registry.historyBytes == 0)
+    }
+
+    @Test func aFullHistoryIsARingWhoseChargeStaysPut() {
+        let (registry, _) = makeRegistry(events: 3)
+        let before = registry.issueID()
+        var ids = (0..<3).map { registry.route(bytes("m\($0)"), to: A).id }
+        let full = registry.historyBytes
+        for i in 3..<11 {
+            ids.append(registry.route(bytes("m\(i % 10)"), to: A).id)
+            #expect(registry.historyBytes == full, "same-size events replace each other")
+        }
+        let start = registry.openStream(A, loop: 0, lastEventID: before)
+        #expect(start.replay.map(\.id) == Array(ids.suffix(3)))
+        #expect(start.gap)
+        #expect(registry.openStream(A, loop: 0, lastEventID: ids[8]).replay.map(\.id) == [ids[9], ids[10]])
+    }
+
+    @Test func aStreamKeepsAnIdlePairFromExpiringUntilItCloses() {
+        let (registry, _) = makeRegistry(ttlSeconds: 10)
+        _ = registry.route(bytes("a"), to: A)
+        _ = registry.route(bytes("b"), to: B)
+        _ = registry.openStream(A, loop: 0, lastEventID: nil)
+        registry.expireHistories(now: farFuture)
+        #expect(registry.pairCount == 1, "B expired, A has a stream")
+        let closed = Clock.monotonicNanoseconds()
+        registry.closeStream(A, loop: 0)
+        registry.expireHistories(now: closed + 5_000_000_000)
+        #expect(registry.pairCount == 1, "the TTL runs from the close")
+        registry.expireHistories(now: farFuture)
+        #expect(registry.pairCount == 0)
+        #expect(registry.historyBytes == 0)
     }
 
     @Test func aSingleEventOverTheBoundIsNotKept() {
