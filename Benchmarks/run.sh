@@ -16,6 +16,8 @@
 #   BENCH_INGEST_CONNS     100
 #   BENCH_RAMP             2000                 (stream openings/s while ramping up)
 #   BENCH_OUT              .build/bench/<date>  (RESULT lines, logs, summary.md)
+#   BENCH_PRE_HANDSHAKE    5000                 (silent connections, then idle streams, one
+#                                                Qri with one loop: memory before a handshake)
 # Every qri-bench run is bounded by --max-seconds; every server is stopped after its run.
 set -euo pipefail
 
@@ -184,6 +186,15 @@ done
 for scenario in $unpinned; do
     run_scenario qri "$scenario" qri-unpinned no
 done
+
+# Memory of a connection that has not sent its ClientHello, next to an idle stream's.
+pre_handshake="${BENCH_PRE_HANDSHAKE:-5000}"
+if [[ $pre_handshake != 0 ]]; then
+    echo "== pre-handshake memory: $pre_handshake silent connections, then as many idle streams"
+    python=python3
+    [[ -x .venv/bin/python ]] && python=.venv/bin/python
+    $python Benchmarks/pre_handshake.py "$pre_handshake" | tee -a "$out/pre_handshake.txt"
+fi
 
 python3 Benchmarks/report.py "$results" "$out/machine.txt" > "$out/summary.md"
 echo
