@@ -56,7 +56,7 @@ let package = Package(
         .target(
             name: "QriGateway",
             dependencies: [
-                "QriLoop", "QriTLS", "QriHTTP",
+                "QriLoop", "QriTLS", "QriHTTP", "QriRedis",
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

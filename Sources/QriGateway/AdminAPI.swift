@@ -1,5 +1,6 @@
 import Foundation
 import QriHTTP
+import QriLoop
 import Synchronization
 
 /// An answer of the admin API, before serialization.
@@ -7,6 +8,9 @@ struct AdminResponse {
     var status: HTTPStatus
     var headers: [(String, String)] = []
     var body: [UInt8] = []
+    /// An answer that comes later (a publish through Redis): called on the connection's loop
+    /// with that loop's part of the cluster and what delivers the answer.
+    var later: ((ClusterLoop, @escaping (AdminResponse) -> Void) -> Void)?
 
     static func json(_ status: HTTPStatus, _ body: String) -> AdminResponse {
         AdminResponse(status: status, headers: [("Content-Type", "application/json")], body: Array(body.utf8))
@@ -36,11 +40,14 @@ final class AdminAPI: Sendable {
     }
 
     func handle(_ request: HTTPRequest) -> AdminResponse {
-        let head = request.head
-        let origin = head.header("origin")
         var response = route(request)
-        response.headers += core.configuration.corsOrigins.headers(for: origin)
+        if response.later == nil { finish(&response, for: request) }
         return response
+    }
+
+    /// Adds what every answer carries (CORS); for an answer that came later too.
+    func finish(_ response: inout AdminResponse, for request: HTTPRequest) {
+        response.headers += core.configuration.corsOrigins.headers(for: request.head.header("origin"))
     }
 
     private func route(_ request: HTTPRequest) -> AdminResponse {
@@ -51,6 +58,14 @@ final class AdminAPI: Sendable {
                 ("Access-Control-Allow-Headers", "Authorization, Content-Type"),
                 ("Access-Control-Max-Age", "86400"),
             ])
+        }
+        if head.pathIs("/readyz") {
+            guard head.methodIs("GET") || head.methodIs("HEAD") else { return notAllowed("GET, HEAD") }
+            if let reason = core.cluster?.notReadyReason() {
+                return AdminResponse(status: .serviceUnavailable, headers: [("Content-Type", "text/plain"), ("Retry-After", "1")],
+                                     body: Array(reason.utf8))
+            }
+            return AdminResponse(status: .ok, headers: [("Content-Type", "text/plain")], body: Array("ok".utf8))
         }
         if head.pathIs("/healthz") {
             guard head.methodIs("GET") || head.methodIs("HEAD") else { return notAllowed("GET, HEAD") }
@@ -231,7 +246,33 @@ final class AdminAPI: Sendable {
         guard let peer = fields["peer"], !peer.isEmpty else { return .error(.badRequest, "missing or empty field peer") }
         guard let checksum = fields["checksum"], !checksum.isEmpty else { return .error(.badRequest, "missing or empty field checksum") }
         guard let message = fields["message"] else { return .error(.badRequest, "missing field message") }
+        if core.cluster != nil {
+            return publishThroughRedis(IngestMessage(peer: peer[...], checksum: checksum[...], message: message[...]))
+        }
         let routed = core.route(message, to: PairKey(peer: peer, checksum: checksum), source: .publish)
         return .json(.accepted, "{\"delivered\": \(routed.streams)}")
+    }
+
+    /// A publish in a cluster: answered once Redis has it (`{"id", "nodes"}`), or `503` with
+    /// `Retry-After` after REDIS_TIMEOUT.
+    private func publishThroughRedis(_ message: IngestMessage) -> AdminResponse {
+        core.metrics.received(.publish)
+        let timeout = core.configuration.redisTimeout.nanoseconds
+        var response = AdminResponse(status: .accepted)
+        response.later = { cluster, respond in
+            cluster.publish([message], deadline: Clock.monotonicNanoseconds() + timeout) { results in
+                switch results[0] {
+                case .success(let published):
+                    var id: [UInt8] = []
+                    SSEEncoder.appendHex(published.id, to: &id)
+                    respond(.json(.accepted, "{\"id\": \"\(String(decoding: id, as: UTF8.self))\", \"nodes\": \(published.nodes)}"))
+                case .failure:
+                    var failure = AdminResponse.error(.serviceUnavailable, "Redis is unavailable; retry later")
+                    failure.headers.append(("Retry-After", "1"))
+                    respond(failure)
+                }
+            }
+        }
+        return response
     }
 }

@@ -8,6 +8,9 @@ final class AdminConnection: Connection {
     private var lingering = false
     /// Set once an answer ends the connection: later pipelined requests are not served.
     private var finished = false
+    /// Set while an answer comes later (a publish through Redis): the requests after it
+    /// wait, so that answers keep their order.
+    private var awaitingAnswer = false
 
     init(worker: LoopWorker, transport: any Transport, tls: Bool) {
         let configuration = worker.gateway.configuration
@@ -31,7 +34,7 @@ final class AdminConnection: Connection {
     /// a client that sends requests without reading the answers is not read from until they
     /// have left, so its answers cannot pile up in memory.
     private func serveBufferedRequests() -> Bool {
-        while !isClosed && !lingering && !finished {
+        while !isClosed && !lingering && !finished && !awaitingAnswer {
             if pendingOutputBytes > Self.maxQueuedAnswerBytes {
                 pauseReadingUntilFlushed()
                 return false
@@ -48,6 +51,11 @@ final class AdminConnection: Connection {
                 answer(request)
             }
         }
+        if awaitingAnswer && !isClosed {
+            // Read no more until the answer came: pipelined requests stay in the socket.
+            pauseReading()
+            return false
+        }
         return !isClosed
     }
 
@@ -60,6 +68,23 @@ final class AdminConnection: Connection {
 
     private func answer(_ request: HTTPRequest) {
         let response = worker.admin.handle(request)
+        if let later = response.later, let cluster = worker.clusterLoop {
+            awaitingAnswer = true
+            later(cluster) { [weak self] answer in
+                guard let self, !self.isClosed else { return }
+                var answer = answer
+                self.worker.admin.finish(&answer, for: request)
+                self.awaitingAnswer = false
+                self.send(answer, to: request)
+                if !self.isClosed && !self.finished { _ = self.serveBufferedRequests() }
+                if !self.isClosed && !self.finished { self.resumeReading() }
+            }
+            return
+        }
+        send(response, to: request)
+    }
+
+    private func send(_ response: AdminResponse, to request: HTTPRequest) {
         let keepAlive = request.head.wantsKeepAlive
         var head = ResponseHead(response.status, headers: response.headers)
         if response.status != .noContent || !response.body.isEmpty {

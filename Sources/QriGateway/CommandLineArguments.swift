@@ -18,14 +18,20 @@ public enum CommandLineArguments {
             guard argument.hasPrefix("--") else { throw ConfigurationError("unexpected argument '\(argument)'") }
             let flag = argument.dropFirst(2).split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             guard let option = Option.named(String(flag[0])) else { throw ConfigurationError("unknown option '--\(flag[0])'") }
+            let value: String
             if flag.count == 2 {
-                flags[option.name] = String(flag[1])
+                value = String(flag[1])
             } else if option.isBooleanFlag {
-                flags[option.name] = "true"
-            } else if let value = rest.first, !value.hasPrefix("--") {
-                flags[option.name] = rest.removeFirst()
+                value = "true"
+            } else if let next = rest.first, !next.hasPrefix("--") {
+                value = rest.removeFirst()
             } else {
                 throw ConfigurationError("missing value for '\(option.usage)'")
+            }
+            if option.isRepeatable, let earlier = flags[option.name] {
+                flags[option.name] = earlier + "," + value
+            } else {
+                flags[option.name] = value
             }
         }
         return .run(flags: flags)

@@ -43,12 +43,15 @@ public final class Gateway: @unchecked Sendable {
         let limits = ConnectionLimits.sized(
             maxConnections: configuration.maxConnections, maxAdmin: configuration.maxAdminConnections,
             maxIngest: configuration.maxIngestConnections, descriptorLimit: descriptorLimit, loops: loops)
+        let clustered = !configuration.redis.isEmpty
+        // In a cluster the histories live in Redis: the registry only finds a pair's streams.
         let registry = Registry(
-            limits: .init(eventsPerPair: configuration.history, ttlNanoseconds: configuration.historyTTL.nanoseconds,
+            limits: .init(eventsPerPair: clustered ? 0 : configuration.history, ttlNanoseconds: configuration.historyTTL.nanoseconds,
                           memoryBytes: configuration.historyMemory),
             loopCount: loops)
+        let cluster = clustered ? try ClusterNode(configuration: configuration, logger: logger, publicPort: nil) : nil
         core = GatewayCore(configuration: configuration, registry: registry, metrics: GatewayMetrics(),
-                           logger: logger, tls: tls, limits: limits)
+                           logger: logger, tls: tls, limits: limits, cluster: cluster)
         let stateFile = HeraldStateFile(path: configuration.stateFile)
         registry.loadHeralds(try stateFile.load())
         admin = AdminAPI(core: core, stateFile: stateFile, exportMetrics: exportMetrics)
@@ -73,6 +76,10 @@ public final class Gateway: @unchecked Sendable {
             workers.append(LoopWorker(loop: try EventLoop(index: i), gateway: core, admin: admin))
         }
         core.registry.attach(workers)
+        if let cluster = core.cluster {
+            cluster.start(workers: workers)
+            for (worker, part) in zip(workers, cluster.loops) { worker.clusterLoop = part }
+        }
         core.attach(workers)
         let publicAddress = try bind(configuration.listen, kind: .public)
         let adminAddress = try bind(configuration.adminListen, kind: .admin)

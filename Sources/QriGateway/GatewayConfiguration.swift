@@ -1,4 +1,5 @@
 public import QriLoop
+public import QriRedis
 
 /// Who may read streams and call the admin API from a browser page.
 public enum CORSPolicy: Sendable, Equatable {
@@ -62,6 +63,14 @@ public struct GatewayConfiguration: Sendable {
     public var shutdownTimeout: Double = 5
     public var stateFile = "state/backdoor.json"
     public var logLevel = "info"
+    /// The Redis servers of the cluster, in order; empty: one node on its own.
+    public var redis: [RedisEndpoint] = []
+    /// CA bundle for `rediss://` servers; nil: the system's CAs.
+    public var redisCA: String?
+    /// How long a publish waits for Redis before it fails.
+    public var redisTimeout: Double = 0.5
+    /// This node's name in logs, metrics and the cluster; nil: host name and public port.
+    public var nodeName: String?
     /// What the browser waits before reconnecting, sent as the stream's `retry:` field.
     public var retryMilliseconds = 2000
 

@@ -14,6 +14,8 @@ final class GatewayCore: Sendable {
     /// Warnings an attacker could multiply, one a second per kind.
     let warnings: RateLimitedLog
     let limits: ConnectionLimits
+    /// This node's part of a cluster; nil on a node on its own.
+    let cluster: ClusterNode?
 
     private let currentTLS: Mutex<TLSContext>
     private let workers = Mutex<[LoopWorker]>([])
@@ -22,7 +24,8 @@ final class GatewayCore: Sendable {
     private let openIngest = Atomic<Int>(0)
 
     init(configuration: GatewayConfiguration, registry: Registry, metrics: GatewayMetrics, logger: Logger,
-         tls: TLSContext, limits: ConnectionLimits) {
+         tls: TLSContext, limits: ConnectionLimits, cluster: ClusterNode? = nil) {
+        self.cluster = cluster
         self.configuration = configuration
         self.registry = registry
         self.metrics = metrics

@@ -26,7 +26,11 @@ final class IngestConnection: Connection {
         }
         let completedFrames = !batch.isEmpty
         if completedFrames {
-            gateway.route(batch, source: .ingest)
+            if let cluster = worker.clusterLoop {
+                publish(batch, through: cluster)
+            } else {
+                gateway.route(batch, source: .ingest)
+            }
             batch.removeAll(keepingCapacity: true)
         }
         if let failure {
@@ -45,9 +49,14 @@ final class IngestConnection: Connection {
         } else if deadline == 0 || completedFrames {
             worker.arm(self, .frame)
         }
-        // A sender may push faster than streams drain: leave the rest in the socket (and so
-        // slow the sender through TCP) when the loops are behind, and let other connections
-        // of this loop have their turn after a bounded amount each pass.
+        // A sender may push faster than streams drain (or Redis answers): leave the rest in
+        // the socket (and so slow the sender through TCP) when the loops are behind, and let
+        // other connections of this loop have their turn after a bounded amount each pass.
+        if let cluster = worker.clusterLoop, unpublished > Self.maxUnpublished || cluster.isBacklogged {
+            pauseReading()
+            worker.resumeWhenDrained(self)
+            return false
+        }
         if gateway.deliveryBacklogged() {
             pauseReading()
             worker.resumeWhenDrained(self)
@@ -59,6 +68,25 @@ final class IngestConnection: Connection {
 
     override func willReadAvailable() {
         readThisTurn = 0
+    }
+
+    // MARK: Cluster mode
+
+    /// Messages handed to Redis and not answered yet.
+    private var unpublished = 0
+    private static let maxUnpublished = 10_000
+
+    /// Whether this connection's own backlog allows it to read again.
+    var mayResume: Bool { unpublished < Self.maxUnpublished / 2 }
+
+    /// Publishes the messages of one read through Redis; they wait there for a server that
+    /// is away (nothing accepted is dropped) while this connection stops reading.
+    private func publish(_ messages: [IngestMessage], through cluster: ClusterLoop) {
+        worker.gateway.metrics.received(.ingest, count: messages.count)
+        unpublished += messages.count
+        cluster.publish(messages, deadline: nil) { [weak self] results in
+            self?.unpublished -= results.count
+        }
     }
 
     /// What one ingest connection may read per pass. Past fairness among connections, it

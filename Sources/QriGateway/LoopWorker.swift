@@ -55,6 +55,8 @@ final class LoopWorker: EventSink, @unchecked Sendable {
     private var timeouts: [Deque<(serial: UInt64, deadline: UInt64)>] =
         Array(repeating: Deque(), count: TimeoutKind.allCases.count)
     private(set) var streamCount = 0
+    /// This loop's part of the cluster; nil on a node on its own.
+    var clusterLoop: ClusterLoop?
 
     init(loop: EventLoop, gateway: GatewayCore, admin: AdminAPI) {
         self.loop = loop
@@ -234,6 +236,16 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         gateway.metrics.streams.increment()
     }
 
+    /// The open stream with this serial number, if it is still open.
+    func stream(serial: UInt64) -> StreamConnection? {
+        connections[serial] as? StreamConnection
+    }
+
+    /// Every stream of this loop.
+    func streams() -> [StreamConnection] {
+        streamsBySlot.flatMap { $0 }
+    }
+
     func removeStream(_ stream: StreamConnection) {
         guard stream.slot < streamsBySlot.count,
               let i = streamsBySlot[stream.slot].firstIndex(where: { $0 === stream }) else { return }
@@ -270,10 +282,16 @@ final class LoopWorker: EventSink, @unchecked Sendable {
     }
 
     private func resumeIngestIfDrained() {
-        guard !pausedIngest.isEmpty, !gateway.deliveryBacklogged() else { return }
+        guard !pausedIngest.isEmpty, !gateway.deliveryBacklogged(), !(clusterLoop?.isBacklogged ?? false) else { return }
         let waiting = pausedIngest
         pausedIngest = []
-        for connection in waiting { connection.resumeReading() }
+        for connection in waiting {
+            if connection.mayResume {
+                connection.resumeReading()
+            } else {
+                pausedIngest.append(connection)
+            }
+        }
     }
 
     private func drainInbox() {
@@ -298,8 +316,9 @@ final class LoopWorker: EventSink, @unchecked Sendable {
     /// the loop's own streams, no lock.
     private func sendToAll(_ event: EncodedEvent, kind: GatewayMetrics.EventKind) {
         var count = 0
+        let atPosition = clusterLoop != nil
         for streams in streamsBySlot {
-            for stream in streams where stream.sendLive(event) { count += 1 }
+            for stream in streams where atPosition ? stream.sendAtPosition(event.body) : stream.sendLive(event) { count += 1 }
         }
         gateway.metrics.delivered(kind, count: count)
     }
@@ -313,6 +332,16 @@ final class LoopWorker: EventSink, @unchecked Sendable {
     private func tick() {
         tickSlice = (tickSlice + 1) % tickSlices
         guard streamCount > 0 else { return }
+        if clusterLoop != nil {
+            // Each stream's Tick carries the id that stream is at.
+            let body = gateway.tickEvent(id: 0).body
+            var count = 0
+            for slot in stride(from: tickSlice, to: streamsBySlot.count, by: tickSlices) {
+                for stream in streamsBySlot[slot] where stream.sendAtPosition(body) { count += 1 }
+            }
+            gateway.metrics.delivered(.tick, count: count)
+            return
+        }
         let id = gateway.registry.issueID()
         // Events routed before this id must reach the streams before the tick does, or a
         // client resuming from the tick's id would miss them.

@@ -50,6 +50,16 @@ public struct Option: Sendable {
 
     public var isBooleanFlag: Bool { placeholder == nil }
 
+    /// Whether the option may be given several times (a repeated flag, a YAML list): the
+    /// values are joined with commas, as the environment variable writes them.
+    public private(set) var isRepeatable = false
+
+    func repeatable() -> Option {
+        var option = self
+        option.isRepeatable = true
+        return option
+    }
+
     /// The flag as usage lines write it: `--listen HOST:PORT`, `--admin-plaintext`.
     public var usage: String { placeholder.map { "--\(name) \($0)" } ?? "--\(name)" }
 

@@ -65,5 +65,13 @@ extension Option {
                "stored backdoor messages"),
         Option("log-level", "LEVEL", .value("info"), \.logLevel, .logLevel,
                "trace, debug, info, notice, warning, error, critical"),
+        Option("redis", "URL", .words("none"), \.redis, .redisURLs,
+               "a Redis server of the cluster, redis://[user:password@]host:port[/db] or rediss:// (TLS); repeat the flag, give a YAML list or separate by commas for several shards").repeatable(),
+        Option("redis-ca", "FILE", .words("system CAs"), \.redisCA, .path,
+               "CA bundle that verifies rediss:// servers"),
+        Option("redis-timeout", "SECONDS", .value("0.5"), \.redisTimeout, .seconds(minimum: 0.01),
+               "how long a publish waits for Redis before it fails"),
+        Option("node-name", "NAME", .words("host name and public port"), \.nodeName, .nonEmpty,
+               "this node's name in logs, metrics and the cluster"),
     ]
 }

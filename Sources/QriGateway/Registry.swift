@@ -420,6 +420,29 @@ public final class Registry: Sendable {
         }
     }
 
+    /// Hands events that came from another node (through Redis) to the loops holding streams
+    /// of their pairs, in order: no id is issued and no history kept here (cluster mode keeps
+    /// histories in Redis). Returns how many had a stream on this node.
+    @discardableResult
+    public func deliverFromCluster(_ events: [(pair: PairKey, event: EncodedEvent)]) -> Int {
+        let loopCount = self.loopCount
+        return state.withLock { state in
+            var handOffs = [[PairDelivery]](repeating: [], count: loopCount)
+            var delivered = 0
+            for (pair, event) in events {
+                guard let s = state.find(pair), state.slots[s].streams > 0 else { continue }
+                delivered += 1
+                for loop in 0..<loopCount where state.slots[s].streamsPerLoop[loop] > 0 {
+                    handOffs[loop].append(PairDelivery(slot: s, event: event))
+                }
+            }
+            for loop in 0..<loopCount where !handOffs[loop].isEmpty {
+                state.sinks[loop].deliver(handOffs[loop])
+            }
+            return delivered
+        }
+    }
+
     // MARK: Stored backdoor messages
 
     /// Replaces every stored message (start-up, from the state file); broadcasts nothing.
@@ -467,6 +490,11 @@ public final class Registry: Sendable {
             return EncodedEvent(id: id, body: body)
         }
         for sink in state.sinks { sink.broadcast(events) }
+    }
+
+    /// What a stored message sends: its type, then the message (`TTT<message>`).
+    static func heraldData(type: String, message: [UInt8]) -> [UInt8] {
+        Array(type.utf8) + message
     }
 
     static func heraldBody(type: String, message: [UInt8]) -> [UInt8] {

@@ -5,7 +5,14 @@ import QriLoop
 /// stream for one (peer, checksum) until either side closes. Every other answer closes the
 /// connection, since browsers never retry after a non-200.
 final class StreamConnection: Connection {
-    private enum State { case readingHead, streaming, answered }
+    private enum State {
+        case readingHead
+        /// Cluster mode: answered 200 with `retry:`, waiting for the pair's position and
+        /// history from Redis before its Tick, stored messages and replay.
+        case opening
+        case streaming
+        case answered
+    }
 
     private var state = State.readingHead
     private var parser: RequestHeadParser
@@ -15,6 +22,20 @@ final class StreamConnection: Connection {
     private(set) var slot = -1
     /// Live events with an id up to this one are not for this stream (replayed, or older).
     private var startID: UInt64 = 0
+
+    // Cluster mode: ids come from Redis, and a message may arrive twice (live and in the
+    // history read when the stream opens or catches up): the stream sends each id once, in
+    // increasing order, and its Ticks carry the id it is at.
+    /// The newest event id this stream was sent (or its pair's position when it opened).
+    private(set) var lastID: UInt64 = 0
+    /// The requested Last-Event-ID while opening.
+    private var resumeFrom: UInt64?
+    private var cors: [(String, String)] = []
+    /// Live events that came while the history is being read; sent after it.
+    private var held: [EncodedEvent] = []
+    private var heldBytes = 0
+    /// Catching up after an outage: reading the history again from `lastID`.
+    private var catchingUp = false
 
     init(worker: LoopWorker, transport: any Transport) {
         parser = RequestHeadParser(limit: worker.gateway.configuration.maxHeaderBytes)
@@ -44,16 +65,24 @@ final class StreamConnection: Connection {
     }
 
     override func didClose() {
-        if state == .streaming {
+        if state == .streaming || state == .opening {
             worker.gateway.registry.closeStream(pair, loop: worker.index)
             worker.removeStream(self)
+            worker.clusterLoop?.release(pair)
         }
     }
 
     /// Queues a live event unless it predates the stream; closes the stream when its client
     /// reads too slowly. Returns whether the event was queued.
     func sendLive(_ event: EncodedEvent) -> Bool {
-        guard state == .streaming, event.id > startID, !isClosed else { return false }
+        guard !isClosed else { return false }
+        if worker.clusterLoop != nil {
+            if state == .opening || (state == .streaming && catchingUp) { return hold(event) }
+            guard state == .streaming, event.id > lastID else { return false }
+            lastID = event.id
+        } else {
+            guard state == .streaming, event.id > startID else { return false }
+        }
         enqueue(event)
         if pendingOutputBytes > worker.gateway.configuration.streamBufferBytes {
             worker.gateway.metrics.slowStreamsClosed.increment()
@@ -118,6 +147,9 @@ final class StreamConnection: Connection {
 
     private func startStream(_ pair: PairKey, lastEventID: UInt64?, cors: [(String, String)]) {
         let gateway = worker.gateway
+        if let cluster = worker.clusterLoop {
+            return openClusterStream(pair, lastEventID: lastEventID, cors: cors, cluster: cluster)
+        }
         let start = gateway.registry.openStream(pair, loop: worker.index, lastEventID: lastEventID)
         self.pair = pair
         slot = start.slot
@@ -152,5 +184,110 @@ final class StreamConnection: Connection {
         }
         gateway.metrics.delivered(.replay, count: start.replay.count)
         enqueue(out)
+    }
+}
+
+// MARK: Cluster mode
+
+extension StreamConnection {
+    /// Whether the stream waits for its pair's position and history from Redis.
+    var needsPosition: Bool { !isClosed && (state == .opening || (state == .streaming && catchingUp)) }
+    var isClusterStreaming: Bool { !isClosed && state == .streaming }
+
+    private func responseHead(_ cors: [(String, String)]) -> [UInt8] {
+        var response = ResponseHead(.ok, headers: [
+            ("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
+            ("X-Accel-Buffering", "no"), ("Connection", "keep-alive"),
+        ])
+        response.headers += cors
+        var out = response.serialized()
+        SSEEncoder.appendRetry(milliseconds: worker.gateway.configuration.retryMilliseconds, to: &out)
+        return out
+    }
+
+    /// Answers 200 with `retry:` at once (a browser then waits rather than retrying), joins
+    /// the pair's channel and reads its history; the rest follows in `positionRead`.
+    fileprivate func openClusterStream(_ pair: PairKey, lastEventID: UInt64?, cors: [(String, String)], cluster: ClusterLoop) {
+        let start = worker.gateway.registry.openStream(pair, loop: worker.index, lastEventID: nil)
+        self.pair = pair
+        slot = start.slot
+        resumeFrom = lastEventID
+        state = .opening
+        worker.addStream(self)
+        enqueue(responseHead(cors))
+        cluster.open(stream: serial, pair: pair)
+    }
+
+    func beginCatchUp() {
+        catchingUp = true
+    }
+
+    /// The pair's position and history came: on opening, the Tick, stored messages, gap and
+    /// replay; on catching up, what the stream missed (or a gap); then what was held.
+    func positionRead(_ position: ClusterPosition) {
+        let gateway = worker.gateway
+        var out: [UInt8] = []
+        let from: UInt64?
+        if state == .opening {
+            from = resumeFrom
+            let lead = resumeFrom ?? position.position
+            SSEEncoder.appendEvent(id: lead, data: Array("Tick".utf8), to: &out)
+            gateway.metrics.delivered(.tick)
+            let heralds = gateway.registry.heralds()
+            for herald in heralds {
+                SSEEncoder.appendEvent(id: lead, data: Registry.heraldData(type: herald.type, message: herald.message), to: &out)
+            }
+            gateway.metrics.delivered(.herald, count: heralds.count)
+            lastID = position.position
+            state = .streaming
+        } else {
+            from = lastID
+        }
+        if let from {
+            if gateway.configuration.history > 0 && position.gap(after: from) {
+                var requested: [UInt8] = []
+                SSEEncoder.appendHex(from, to: &requested)
+                SSEEncoder.appendEvent(id: from, name: Array("gap".utf8), data: requested, to: &out)
+                gateway.metrics.delivered(.gap)
+            }
+            var replayed = 0
+            for entry in position.entries where entry.id > from {
+                SSEEncoder.appendEvent(id: entry.id, data: entry.message, to: &out)
+                replayed += 1
+            }
+            gateway.metrics.delivered(.replay, count: replayed)
+            lastID = max(lastID, position.entries.last?.id ?? 0)
+        }
+        lastID = max(lastID, position.position)
+        catchingUp = false
+        resumeFrom = nil
+        if !out.isEmpty { enqueue(out) }
+        let waiting = held
+        held = []
+        heldBytes = 0
+        var delivered = 0
+        for event in waiting where sendLive(event) { delivered += 1 }
+        gateway.metrics.delivered(.message, count: delivered)
+    }
+
+    /// Keeps a live event until the history read is done; a stream that gathers more than
+    /// its buffer meanwhile is closed as slow (its client resumes).
+    fileprivate func hold(_ event: EncodedEvent) -> Bool {
+        held.append(event)
+        heldBytes += event.size
+        if heldBytes > worker.gateway.configuration.streamBufferBytes {
+            worker.gateway.metrics.slowStreamsClosed.increment()
+            close()
+            return false
+        }
+        return false
+    }
+
+    /// Ticks and stored messages in cluster mode carry the id the stream is at; `body` is
+    /// the event's encoded data part.
+    func sendAtPosition(_ body: some Collection<UInt8>) -> Bool {
+        guard !isClosed, state == .streaming, !catchingUp else { return false }
+        enqueue(EncodedEvent(id: lastID, body: body))
+        return true
     }
 }

@@ -1,3 +1,4 @@
+import QriRedis
 import QriLoop
 
 /// One option's text and where it came from (`--listen`, `QRI_LISTEN`, a key in a file), for
@@ -105,6 +106,32 @@ extension ValueParser where T == Double {
                 throw v.invalid("seconds (at least \(minimum))")
             }
             return s
+        }
+    }
+}
+
+extension ValueParser where T == [RedisEndpoint] {
+    /// Comma-separated `redis://` or `rediss://` URLs; the order matters (sharding).
+    static var redisURLs: Self {
+        Self { v throws(ConfigurationError) in
+            let urls = v.text.split(separator: ",").map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty }
+            return try urls.map { (url) throws(ConfigurationError) -> RedisEndpoint in
+                guard let endpoint = RedisEndpoint(url: url) else {
+                    // The URL may hold a password: name the option, not the value.
+                    throw ConfigurationError("invalid Redis URL for \(v.origin): expected redis://[user:password@]host:port[/db] or rediss://…")
+                }
+                return endpoint
+            }
+        }
+    }
+}
+
+extension ValueParser where T == String {
+    static var nonEmpty: Self {
+        Self { v throws(ConfigurationError) in
+            let text = v.text.trimmingWhitespace()
+            guard !text.isEmpty else { throw v.invalid("a non-empty name") }
+            return text
         }
     }
 }

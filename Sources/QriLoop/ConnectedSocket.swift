@@ -50,3 +50,13 @@ public final class SpareDescriptor {
 /// Frees unused heap pages back to the system after many connections closed at once (a
 /// flood of short connections leaves the allocator holding their memory otherwise).
 public func releaseFreeHeapMemory() { cqri_malloc_trim() }
+
+/// Resolves a host name to one literal address (IPv4 preferred). Blocking (DNS): for
+/// start-up only, never on a loop thread.
+public func resolveHostAddress(_ host: String) -> String? {
+    var buffer = [CChar](repeating: 0, count: 64)
+    let size = buffer.count
+    let ok = buffer.withUnsafeMutableBufferPointer { cqri_resolve(host, $0.baseAddress, size) == 0 }
+    guard ok else { return nil }
+    return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}

@@ -24,6 +24,14 @@ enum ConfigFile {
             guard let key = keyNode.scalar?.string else {
                 throw ConfigurationError("config file \(path) has a key that is not a plain name")
             }
+            if let list = valueNode.sequence, Option.named(key)?.isRepeatable == true {
+                let items = list.compactMap { $0.scalar?.string }
+                guard items.count == list.count else {
+                    throw ConfigurationError("key '\(key)' in config file \(path) must be a list of plain values")
+                }
+                values[key] = items.joined(separator: ",")
+                continue
+            }
             guard let scalar = valueNode.scalar else {
                 throw ConfigurationError("key '\(key)' in config file \(path) must have a single value")
             }

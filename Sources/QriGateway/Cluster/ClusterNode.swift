@@ -1,0 +1,106 @@
+import Logging
+import QriLoop
+import QriRedis
+import QriTLS
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// This node's part of a cluster: the Redis servers (shards), one `ClusterLoop` per event
+/// loop (its command connections), the `ClusterSubscriber` on loop 0 (one subscriber
+/// connection per server: a node counts once in `PUBLISH`'s receivers), and what `/readyz`
+/// reports. Thread-safe; the objects it holds are each confined to their loop.
+final class ClusterNode: @unchecked Sendable {
+    let servers: [RedisEndpoint]
+    /// Literal addresses of `servers`, resolved once at start-up (never on a loop).
+    let addresses: [String]
+    let fingerprint: String
+    let name: String
+    let tls: TLSClientContext?
+    let configuration: GatewayConfiguration
+    let logger: Logger
+    let metrics: ClusterMetrics
+
+    private(set) var loops: [ClusterLoop] = []
+    private(set) var subscriber: ClusterSubscriber!
+
+    /// Per server: whether the subscriber connection is up and every subscription confirmed,
+    /// and how many loops' command connections are up.
+    private let readiness: Mutex<[(subscribed: Bool, commandLoops: Int)]>
+
+    init(configuration: GatewayConfiguration, logger: Logger, publicPort: UInt16?) throws(ConfigurationError) {
+        servers = configuration.redis
+        self.configuration = configuration
+        self.logger = logger
+        var resolved: [String] = []
+        for server in servers {
+            guard let address = resolveHostAddress(server.host) else {
+                throw ConfigurationError("cannot resolve the Redis host of \(server)")
+            }
+            resolved.append(address)
+        }
+        addresses = resolved
+        fingerprint = ClusterKeys.fingerprint(servers.map(\.description))
+        name = configuration.nodeName ?? Self.defaultName(publicPort: publicPort ?? configuration.listen.port)
+        if servers.contains(where: \.tls) {
+            do {
+                tls = try TLSClientContext(caFile: configuration.redisCA, serverName: nil, systemCAs: true, alpn: false)
+            } catch {
+                throw ConfigurationError("cannot set up TLS for Redis: \(error)")
+            }
+        } else {
+            tls = nil
+        }
+        readiness = Mutex(Array(repeating: (false, 0), count: servers.count))
+        metrics = ClusterMetrics(servers: servers.map(\.description), fingerprint: fingerprint)
+    }
+
+    private static func defaultName(publicPort: UInt16) -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        gethostname(&buffer, buffer.count - 1)
+        let host = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return "\(host):\(publicPort)"
+    }
+
+    /// Makes the per-loop parts on their loops and starts connecting. Call once, before the
+    /// loops run.
+    func start(workers: [LoopWorker]) {
+        loops = workers.map { ClusterLoop(node: self, worker: $0) }
+        subscriber = ClusterSubscriber(node: self, worker: workers[0])
+        for loop in loops { loop.start() }
+        subscriber.start()
+        logger.notice("cluster", metadata: ["node": "\(name)", "servers": "\(servers.map(\.description).joined(separator: ","))",
+                                            "fingerprint": "\(fingerprint)"])
+    }
+
+    func shard(of pair: PairKey) -> Int { ClusterKeys.shard(of: pair, shards: servers.count) }
+
+    // MARK: Readiness
+
+    func setSubscribed(_ shard: Int, _ up: Bool) {
+        readiness.withLock { $0[shard].subscribed = up }
+    }
+
+    func commandConnection(_ shard: Int, up: Bool) {
+        readiness.withLock { $0[shard].commandLoops += up ? 1 : -1 }
+    }
+
+    /// nil when ready, else the reason, one line.
+    func notReadyReason() -> String? {
+        let loopsCount = loops.count
+        return readiness.withLock { state in
+            for (i, server) in state.enumerated() {
+                if server.commandLoops < loopsCount { return "Redis \(servers[i]) unreachable" }
+                if !server.subscribed { return "subscriptions on \(servers[i]) not confirmed" }
+            }
+            return nil
+        }
+    }
+}
+
+
+extension ClusterNode {
+    /// The stored backdoor messages changed in Redis (or may have: a reconnect).
+    func backdoorChanged() {}
+}
