@@ -98,3 +98,20 @@ def admin_qri(qri, tmp_path):
         return qri("--admin-token-file", str(path), *args, env=env)
 
     return start
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """Factory: `redis_server(persist=False, tls=None, password=None)` starts a real
+    redis-server on a free loopback port; all are stopped after the test."""
+    from qri_redis import RedisServer
+    servers = []
+
+    def start(**kw):
+        server = RedisServer(tmp_path / f"redis{len(servers)}", **kw)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
