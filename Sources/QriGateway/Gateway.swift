@@ -50,6 +50,7 @@ public final class Gateway: @unchecked Sendable {
                           memoryBytes: configuration.historyMemory),
             loopCount: loops)
         let cluster = clustered ? try ClusterNode(configuration: configuration, logger: logger, publicPort: nil) : nil
+        try cluster?.verifyFingerprint()
         core = GatewayCore(configuration: configuration, registry: registry, metrics: GatewayMetrics(),
                            logger: logger, tls: tls, limits: limits, cluster: cluster)
         let stateFile = HeraldStateFile(path: configuration.stateFile)

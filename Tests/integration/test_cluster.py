@@ -94,3 +94,88 @@ def test_redis_restart_loses_nothing_accepted_and_delivery_resumes(admin_qri, re
     assert [e.data for e in got if not e.is_tick and e.event != "gap"] == ["queued on ingest"]
     publish(b, "o", "x", "after")
     stream.wait_data("after", timeout=10)
+
+
+def test_two_shards_spread_pairs_and_a_node_listing_them_in_another_order_refuses_to_start(admin_qri, qri_cli, redis_server):
+    r1, r2 = redis_server(), redis_server()
+    a, b = start_nodes(admin_qri, [r1.url, r2.url], 2)
+    pairs = [(f"p{i}", "s") for i in range(20)]
+    streams = {pair: b.stream(*pair) for pair in pairs}
+    for peer, checksum in pairs:
+        assert publish(a, peer, checksum, f"m-{peer}").json()["nodes"] == 1
+    last_ids = {pair: stream.wait_data(f"m-{pair[0]}").id for pair, stream in streams.items()}
+    on_first = int(r1.cli("EVAL", "return #redis.call('KEYS', 'qri:h:*')", "0").strip())
+    on_second = int(r2.cli("EVAL", "return #redis.call('KEYS', 'qri:h:*')", "0").strip())
+    assert on_first + on_second == 20 and on_first > 0 and on_second > 0, (on_first, on_second)
+    # Resume across nodes still works with two shards.
+    stream = streams[("p3", "s")]
+    last = last_ids[("p3", "s")]
+    stream.close()
+    publish(a, "p3", "s", "p3 again")
+    resumed = a.stream("p3", "s", headers={"Last-Event-ID": last}, wait_tick=False)
+    assert [e.data for e in resumed.collect_until(lambda e: e.data == "p3 again") if not e.is_tick] == ["p3 again"]
+    result = qri_cli("--redis", r2.url, "--redis", r1.url, "--admin-plaintext")
+    assert result.returncode != 0
+    assert "another server list" in result.stderr, result.stderr
+
+
+def test_a_killed_node_loses_nothing_its_clients_resume_elsewhere(admin_qri, redis_server):
+    import signal
+    redis = redis_server()
+    a, b, c = start_nodes(admin_qri, [redis.url])
+    stream = a.stream("k", "x")
+    publish(b, "k", "x", "one")
+    last = stream.wait_data("one").id
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait(5)
+    publish(b, "k", "x", "two")
+    publish(c, "k", "x", "three")
+    resumed = c.stream("k", "x", headers={"Last-Event-ID": last}, wait_tick=False)
+    assert [e.data for e in resumed.collect_until(lambda e: e.data == "three") if not e.is_tick] == ["two", "three"]
+
+
+def test_redis_restarted_without_its_data_gives_a_gap_and_no_node_crashes(admin_qri, redis_server):
+    redis = redis_server()
+    a, b, _ = start_nodes(admin_qri, [redis.url])
+    stream = a.stream("w", "x")
+    publish(b, "w", "x", "kept before")
+    last = stream.wait_data("kept before").id
+    redis.restart(keep_data=False)
+    wait_until(lambda: b.admin_client(token=None).get("/readyz").status_code == 200, 15, "ready again")
+    # The open stream keeps ticking and gets what is published after recovery.
+    wait_until(lambda: publish(b, "w", "x", "after loss").status_code == 202, 10, "publish accepted")
+    stream.wait_data("after loss", timeout=10)
+    # A client resuming from an id the new data set never issued gets a gap.
+    resumed = b.stream("w", "x", headers={"Last-Event-ID": last}, wait_tick=False)
+    got = resumed.collect_until(lambda e: e.data == "after loss")
+    assert any(e.event == "gap" for e in got), [(e.event, e.data) for e in got]
+    assert a.proc.poll() is None and b.proc.poll() is None
+
+
+def test_rediss_with_a_test_ca(admin_qri, redis_server, tmp_path):
+    import subprocess
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(tmp_path / "redis.key"), "-out", str(tmp_path / "redis.crt"), "-days", "2",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    redis = redis_server(tls={"cert": str(tmp_path / "redis.crt"), "key": str(tmp_path / "redis.key")}, password="s3cret pass")
+    assert redis.url.startswith("rediss://")
+    a, b = start_nodes(admin_qri, [redis.url.replace("s3cret pass", "s3cret%20pass")], 2, "--redis-ca", str(tmp_path / "redis.crt"))
+    stream = a.stream("t", "x")
+    assert publish(b, "t", "x", "over TLS").json()["nodes"] == 1
+    stream.wait_data("over TLS")
+    assert "s3cret" not in a.log_text() and "s3cret" not in b.log_text()
+
+
+def test_cluster_metrics(admin_qri, redis_server):
+    redis = redis_server()
+    (a,) = start_nodes(admin_qri, [redis.url], 1)
+    a.stream("m", "x")
+    publish(a, "m", "x", "counted")
+    samples = a.metrics()
+    server = f"redis://127.0.0.1:{redis.port}"
+    assert a.metric("qri_redis_up", samples, server=server) == 1
+    assert a.metric("qri_redis_commands_total", samples, result="ok") >= 1
+    assert a.metric("qri_cluster_subscriptions", samples) == 1
+    assert any(name == "qri_cluster_info" for name, _ in samples)
+    assert any(name.startswith("qri_redis_publish_seconds") for name, _ in samples)

@@ -74,6 +74,42 @@ final class ClusterNode: @unchecked Sendable {
                                             "fingerprint": "\(fingerprint)"])
     }
 
+    /// Checks, on each server that answers within two seconds, that the nodes of this
+    /// cluster list the same servers in the same order: the first node stores the
+    /// fingerprint of its list, later ones compare. Runs a loop of its own on the calling
+    /// thread, at start-up, before any listener accepts.
+    func verifyFingerprint() throws(ConfigurationError) {
+        guard let loop = try? EventLoop(index: -1) else { return }
+        var mismatch: String?
+        var answered = 0
+        var connections: [RedisConnection] = []
+        for (shard, server) in servers.enumerated() {
+            let connection = RedisConnection(endpoint: server, address: addresses[shard], loop: loop, tls: tls,
+                                             subscriber: false, stallSeconds: 2)
+            connection.onUp = { [unowned connection] in
+                let key = Array("qri:fingerprint".utf8)
+                connection.send([Array("SET".utf8), key, Array(self.fingerprint.utf8), Array("NX".utf8), Array("GET".utf8)]) { result in
+                    answered += 1
+                    if case .success(.string(let stored)) = result, stored != Array(self.fingerprint.utf8) {
+                        mismatch = "Redis \(server) belongs to a cluster with another server list (fingerprint \(String(decoding: stored, as: UTF8.self)), this node's is \(self.fingerprint)): every node must list the same --redis servers in the same order"
+                    }
+                    if answered == self.servers.count || mismatch != nil { loop.stop() }
+                }
+            }
+            connections.append(connection)
+            connection.start()
+        }
+        loop.after(nanoseconds: 2_000_000_000) {
+            if answered < self.servers.count {
+                self.logger.warning("not every Redis server answered at start-up; the server list was not compared with the cluster's")
+            }
+            loop.stop()
+        }
+        loop.run()
+        connections.removeAll()
+        if let mismatch { throw ConfigurationError(mismatch) }
+    }
+
     func shard(of pair: PairKey) -> Int { ClusterKeys.shard(of: pair, shards: servers.count) }
 
     // MARK: Readiness
