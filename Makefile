@@ -17,7 +17,8 @@ PYTHON       ?= python3
 VENV         := .venv
 VENV_STAMP   := $(VENV)/.deps-stamp
 REQUIREMENTS := Tests/integration/requirements.txt
-APT_PACKAGES := libssl-dev openssl curl chromium faketime
+BUILD_PACKAGES := libssl-dev openssl libhiredis-dev pkg-config
+APT_PACKAGES := $(BUILD_PACKAGES) curl chromium faketime redis-server redis-tools
 BIN          := .build/release/qri
 PYTEST_ARGS  ?=
 
@@ -47,7 +48,7 @@ apt-deps:
 
 # Just what the build needs (for make run).
 ssl-deps:
-	@missing="$$($(call missing_packages,libssl-dev openssl))"; \
+	@missing="$$($(call missing_packages,$(BUILD_PACKAGES)))"; \
 	if [ -n "$$missing" ]; then \
 	  echo "deps: installing" $$missing; \
 	  $(SUDO) apt-get update -q && \

@@ -179,3 +179,45 @@ def test_cluster_metrics(admin_qri, redis_server):
     assert a.metric("qri_cluster_subscriptions", samples) == 1
     assert any(name == "qri_cluster_info" for name, _ in samples)
     assert any(name.startswith("qri_redis_publish_seconds") for name, _ in samples)
+
+
+LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
+
+
+def test_nodes_with_clocks_off_by_minutes_lose_and_duplicate_nothing(qri, redis_server, tls_files, tmp_path):
+    """Node clocks play no part: ids come from Redis. One node 90 s ahead, one 90 s behind
+    (libfaketime); a client hops between them."""
+    import os
+    from qri_gateway import ADMIN_TOKEN
+    if not os.path.exists(LIBFAKETIME):
+        pytest.fail("libfaketime is missing: make deps installs Debian's faketime", pytrace=False)
+    redis = redis_server()
+    nodes = []
+    for shift in ("+90s", "-90s"):
+        # Under libfaketime the Swift runtime does not see argv: every option by environment.
+        env = {"LD_PRELOAD": LIBFAKETIME, "FAKETIME": shift, "DONT_FAKE_MONOTONIC": "1",
+               "QRI_LISTEN": "127.0.0.1:0", "QRI_ADMIN_LISTEN": "127.0.0.1:0", "QRI_INGEST_LISTEN": "127.0.0.1:0",
+               "QRI_CERT": str(tls_files.server_crt), "QRI_KEY": str(tls_files.server_key),
+               "QRI_STATE_FILE": str(tmp_path / f"state{shift}.json"), "QRI_REDIS": redis.url,
+               "QRI_ADMIN_TOKEN": ADMIN_TOKEN}
+        node = qri(env=env)
+        wait_until(lambda: node.admin_client(token=None).get("/readyz").status_code == 200, 15, "node ready")
+        nodes.append(node)
+    ahead, behind = nodes
+    received = []
+    stream = ahead.stream("clock", "x")
+    for i in range(3):
+        assert publish(behind, "clock", "x", f"m{i}").status_code == 202
+    got = stream.collect_until(lambda e: e.data == "m2")
+    received += [e for e in got if not e.is_tick]
+    last = received[-1].id
+    stream.close()
+    for i in range(3, 6):
+        publish(ahead if i % 2 else behind, "clock", "x", f"m{i}")
+    resumed = behind.stream("clock", "x", headers={"Last-Event-ID": last}, wait_tick=False)
+    got = resumed.collect_until(lambda e: e.data == "m5")
+    received += [e for e in got if not e.is_tick]
+    assert [e.data for e in received] == [f"m{i}" for i in range(6)]
+    assert all(e.event != "gap" for e in received)
+    ids = [e.id_int for e in received]
+    assert ids == sorted(set(ids))
