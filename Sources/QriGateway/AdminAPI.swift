@@ -21,7 +21,7 @@ struct AdminResponse {
 }
 
 /// The admin routes (SPEC.md "Admin listener"): token check, `/backdoor`, `/publish`,
-/// `/metrics`, `/healthz`, CORS. Stateless itself: the stored messages live in the registry
+/// `/metrics`, `/healthz`, `/readyz`, CORS. Stateless itself: the stored messages live in the registry
 /// and in the state file, whose writes it serializes.
 final class AdminAPI: Sendable {
     private let core: GatewayCore
@@ -55,7 +55,9 @@ final class AdminAPI: Sendable {
                 ("Access-Control-Max-Age", "86400"),
             ])
         }
-        if head.pathIs("/healthz") {
+        // Liveness, and readiness: one node with no cluster can always deliver what it
+        // accepts (a cluster's Redis servers will make /readyz answer 503).
+        if head.pathIs("/healthz") || head.pathIs("/readyz") {
             guard head.methodIs("GET") || head.methodIs("HEAD") else { return notAllowed("GET, HEAD") }
             return AdminResponse(status: .ok, headers: [("Content-Type", "text/plain")], body: Array("ok".utf8))
         }

@@ -53,10 +53,11 @@ def send_route(client, method, path, form):
 # Token
 
 
-def test_healthz_is_ok_without_a_token(admin_qri):
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_healthz_and_readyz_are_ok_without_a_token(admin_qri, path):
     srv = admin_qri()
     for token in (None, "wrong"):
-        resp = srv.admin_client(token=token).get("/healthz")
+        resp = srv.admin_client(token=token).get(path)
         assert resp.status_code == 200, (token, resp.status_code, resp.text)
         assert resp.text.strip() == "ok"
 
