@@ -5,7 +5,8 @@
 #   make certs   development certificate, key and admin token under certs/
 #   make run     build, make dev certs, run the gateway in the foreground
 #   make test    Swift unit tests, a short fuzz, the bench smoke run, the Python integration
-#                tests against the release binary, then the admin and ingest paths again against
+#                tests against the release binary (docs/openapi.yaml checked by schemathesis
+#                among them), then the admin and ingest paths again against
 #                an AddressSanitizer build (leaks and bad accesses fail the test)
 #   make fuzz    run the libFuzzer targets for FUZZ_SECONDS each (default 300)
 #   make clean   remove build output and test caches (keeps .venv and certs; see distclean)
@@ -94,7 +95,8 @@ integration-test: $(VENV_STAMP)
 # LeakSanitizer: each gateway's stderr is checked for a sanitizer report when it stops.
 ASAN_BIN       := $(CURDIR)/.build-asan/debug/qri
 SANITIZE_TESTS := Tests/integration/test_admin.py Tests/integration/test_ingest.py \
-                  Tests/integration/test_exhaustion.py Tests/integration/test_publish_metrics.py
+                  Tests/integration/test_exhaustion.py Tests/integration/test_publish_metrics.py \
+                  Tests/integration/test_publish_batch.py
 
 sanitize-test: ssl-deps $(VENV_STAMP)
 	swift build --sanitize=address --scratch-path .build-asan --product qri

@@ -1,5 +1,5 @@
-import Foundation
 import QriHTTP
+import QriRedis
 import QriLoop
 import Synchronization
 
@@ -12,17 +12,21 @@ struct AdminResponse {
     /// with that loop's part of the cluster and what delivers the answer.
     var later: ((ClusterLoop, @escaping (AdminResponse) -> Void) -> Void)?
 
-    static func json(_ status: HTTPStatus, _ body: String) -> AdminResponse {
-        AdminResponse(status: status, headers: [("Content-Type", "application/json")], body: Array(body.utf8))
+    static func json(_ status: HTTPStatus, _ json: JSONWriter) -> AdminResponse {
+        AdminResponse(status: status, headers: [("Content-Type", "application/json")], body: json.bytes)
     }
 
     static func error(_ status: HTTPStatus, _ message: String) -> AdminResponse {
-        AdminResponse(status: status, headers: [("Content-Type", "application/json")], body: JSON.error(message))
+        AdminResponse(status: status, headers: [("Content-Type", "application/json")], body: JSONWriter.error(message))
+    }
+
+    static func error(_ error: AdminError) -> AdminResponse {
+        .error(error.status, error.message)
     }
 }
 
 /// The admin routes (SPEC.md "Admin listener"): token check, `/backdoor`, `/publish`,
-/// `/metrics`, `/healthz`, CORS. Stateless itself: the stored messages live in the registry
+/// `/metrics`, `/healthz`, `/readyz`, CORS. Stateless itself: the stored messages live in the registry
 /// and in the state file, whose writes it serializes.
 final class AdminAPI: Sendable {
     private let core: GatewayCore
@@ -114,95 +118,59 @@ final class AdminAPI: Sendable {
         return difference == 0 && a.count == b.count
     }
 
-    // MARK: Fields
-
-    private enum Fields {
-        case fields([String: [UInt8]])
-        case failure(AdminResponse)
-    }
-
-    /// Reads fields from the query string and, for POST and DELETE, the body.
-    private func fields(_ request: HTTPRequest, fromBody: Bool) -> Fields {
-        var result: [String: [UInt8]] = [:]
-        for pair in QueryString(request.head.query, plusIsSpace: true).pairs {
-            result[String(decoding: pair.name, as: UTF8.self)] = result[String(decoding: pair.name, as: UTF8.self)] ?? pair.value
-        }
-        guard fromBody, !request.body.isEmpty else { return .fields(result) }
-        let contentType = request.head.header("content-type").map {
-            String(decoding: $0, as: UTF8.self).split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
-        }
-        var bodyFields: [String: [UInt8]] = [:]
-        switch contentType {
-        case nil, "application/x-www-form-urlencoded":
-            for pair in QueryString(request.body, plusIsSpace: true).pairs {
-                let name = String(decoding: pair.name, as: UTF8.self)
-                if bodyFields[name] == nil { bodyFields[name] = pair.value }
-            }
-        case "application/json":
-            guard let object = try? JSONSerialization.jsonObject(with: Data(request.body)) as? [String: Any] else {
-                return .failure(.error(.badRequest, "body is not a JSON object"))
-            }
-            for (name, value) in object {
-                guard let text = value as? String else { return .failure(.error(.badRequest, "field \(name) must be a string")) }
-                bodyFields[name] = Array(text.utf8)
-            }
-        default:
-            return .failure(.error(.unsupportedMediaType, "Content-Type must be application/x-www-form-urlencoded or application/json"))
-        }
-        // The body wins over the query string.
-        result.merge(bodyFields) { _, body in body }
-        return .fields(result)
-    }
-
-    private enum TypeField {
-        case success(String)
-        case failure(AdminResponse)
-    }
-
-    private func type(_ fields: [String: [UInt8]]) -> TypeField {
-        guard let raw = fields["type"] else { return .failure(AdminResponse.error(.badRequest, "missing field type")) }
+    private func type(_ fields: AdminFields) throws(AdminError) -> String {
+        guard let raw = fields["type"] else { throw AdminError("missing field type") }
         let type = String(decoding: raw, as: UTF8.self)
-        guard BackdoorType.isValid(type) else { return .failure(AdminResponse.error(.badRequest, "type must be exactly three digits")) }
-        return .success(type)
+        guard BackdoorType.isValid(type) else { throw AdminError("type must be exactly three digits") }
+        return type
     }
 
     // MARK: Routes
 
     private func backdoor(_ request: HTTPRequest) -> AdminResponse {
         let head = request.head
-        if head.methodIs("GET") {
-            guard case .fields(let fields) = fields(request, fromBody: false) else { return .error(.badRequest, "bad query") }
-            if fields["type"] != nil {
-                switch type(fields) {
-                case .failure(let response): return response
-                case .success(let type):
+        do throws(AdminError) {
+            if head.methodIs("GET") {
+                let fields = AdminFields(query: head.query)
+                var json = JSONWriter()
+                if fields["type"] != nil {
+                    let type = try type(fields)
                     let stored = core.registry.heralds().first { $0.type == type }
-                    return .json(.ok, "{\"type\": \(JSON.string(type)), \"message\": \(stored.map { JSON.string(String(decoding: $0.message, as: UTF8.self)) } ?? "null")}")
+                    json.object { json in
+                        json.field("type", type)
+                        json.key("message")
+                        if let stored { json.string(stored.message) } else { json.null() }
+                    }
+                } else {
+                    json.array { json in
+                        for stored in core.registry.heralds() {
+                            json.object { json in
+                                json.field("type", stored.type)
+                                json.key("message")
+                                json.string(stored.message)
+                            }
+                        }
+                    }
+                }
+                return .json(.ok, json)
+            }
+            let isPost = head.methodIs("POST")
+            guard isPost || head.methodIs("DELETE") else { return notAllowed("GET, POST, DELETE") }
+            let fields = try AdminFields.read(request)
+            let type = try type(fields)
+            guard isPost else {
+                return changeStored { current in
+                    current.removeAll { $0.type == type }
+                } apply: {
+                    core.registry.removeHerald(type: type)
                 }
             }
-            let all = core.registry.heralds().map {
-                "{\"type\": \(JSON.string($0.type)), \"message\": \(JSON.string(String(decoding: $0.message, as: UTF8.self)))}"
-            }
-            return .json(.ok, "[" + all.joined(separator: ", ") + "]")
-        }
-        let isPost = head.methodIs("POST")
-        guard isPost || head.methodIs("DELETE") else { return notAllowed("GET, POST, DELETE") }
-        let parsed = fields(request, fromBody: true)
-        guard case .fields(let fields) = parsed else {
-            if case .failure(let response) = parsed { return response }
-            return .error(.badRequest, "bad request")
-        }
-        let type: String
-        switch self.type(fields) {
-        case .failure(let response): return response
-        case .success(let t): type = t
-        }
-        if isPost {
-            guard let message = fields["message"] else { return .error(.badRequest, "missing field message") }
+            guard let field = fields["message"] else { throw AdminError("missing field message") }
+            let message = Array(field)
             guard message != Array("delete".utf8) else {
-                return .error(.badRequest, "the message 'delete' is reserved: clients read it as a deletion")
+                throw AdminError("the message 'delete' is reserved: clients read it as a deletion")
             }
-            guard String(validating: message, as: UTF8.self) != nil else { return .error(.badRequest, "message must be UTF-8") }
+            guard String(validating: message, as: UTF8.self) != nil else { throw AdminError("message must be UTF-8") }
             return changeStored { current in
                 current.removeAll { $0.type == type }
                 current.append((type, message))
@@ -211,11 +179,8 @@ final class AdminAPI: Sendable {
                 core.registry.storeHerald(type: type, message: message)
                 core.metrics.received(.backdoor)
             }
-        }
-        return changeStored { current in
-            current.removeAll { $0.type == type }
-        } apply: {
-            core.registry.removeHerald(type: type)
+        } catch {
+            return .error(error)
         }
     }
 
@@ -236,41 +201,105 @@ final class AdminAPI: Sendable {
         }
     }
 
+    /// Routes the messages of one request as one batch: one registry lock, one hand-off per
+    /// loop. Answers each message's id and the streams it reached on this node.
     private func publish(_ request: HTTPRequest) -> AdminResponse {
         guard request.head.methodIs("POST") else { return notAllowed("POST") }
-        let parsed = fields(request, fromBody: true)
-        guard case .fields(let fields) = parsed else {
-            if case .failure(let response) = parsed { return response }
-            return .error(.badRequest, "bad request")
+        let parsed: PublishRequest
+        do throws(AdminError) {
+            parsed = try PublishRequest.read(request)
+        } catch {
+            return .error(error)
         }
-        guard let peer = fields["peer"], !peer.isEmpty else { return .error(.badRequest, "missing or empty field peer") }
-        guard let checksum = fields["checksum"], !checksum.isEmpty else { return .error(.badRequest, "missing or empty field checksum") }
-        guard let message = fields["message"] else { return .error(.badRequest, "missing field message") }
-        if core.cluster != nil {
-            return publishThroughRedis(IngestMessage(peer: peer[...], checksum: checksum[...], message: message[...]))
+        if core.cluster != nil { return publishThroughRedis(parsed) }
+        switch parsed {
+        case .single(let message):
+            var json = JSONWriter()
+            core.route([message], source: .publish) { _, routed in Self.write(routed, to: &json) }
+            return .json(.accepted, json)
+        case .batch(let entries):
+            var messages: [IngestMessage] = []
+            messages.reserveCapacity(entries.count)
+            for case .success(let message) in entries { messages.append(message) }
+            var routed: [Registry.Routed] = []
+            routed.reserveCapacity(messages.count)
+            core.route(messages, source: .publish) { _, result in routed.append(result) }
+            var json = JSONWriter(capacity: 16 + entries.count * 40)
+            var next = routed.makeIterator()
+            json.object { json in
+                json.key("results")
+                json.array { json in
+                    for entry in entries {
+                        switch entry {
+                        case .success: Self.write(next.next()!, to: &json)
+                        case .failure(let error): json.object { $0.field("error", error.message) }
+                        }
+                    }
+                }
+            }
+            return .json(.accepted, json)
         }
-        let routed = core.route(message, to: PairKey(peer: peer, checksum: checksum), source: .publish)
-        return .json(.accepted, "{\"delivered\": \(routed.streams)}")
     }
 
-    /// A publish in a cluster: answered once Redis has it (`{"id", "nodes"}`), or `503` with
-    /// `Retry-After` after REDIS_TIMEOUT.
-    private func publishThroughRedis(_ message: IngestMessage) -> AdminResponse {
-        core.metrics.received(.publish)
+    /// `{"id": "<hex>", "delivered": N}`.
+    private static func write(_ routed: Registry.Routed, to json: inout JSONWriter) {
+        json.object { json in
+            json.field("id", hex: routed.id)
+            json.field("delivered", routed.streams)
+        }
+    }
+
+
+    /// A publish in a cluster: answered once Redis has it (`{"id", "nodes"}` per message, a
+    /// batch as one pipeline), or `503` with `Retry-After` when nothing could be published
+    /// within REDIS_TIMEOUT.
+    private func publishThroughRedis(_ parsed: PublishRequest) -> AdminResponse {
+        let entries: [Result<IngestMessage, AdminError>]
+        switch parsed {
+        case .single(let message): entries = [.success(message)]
+        case .batch(let all): entries = all
+        }
+        var messages: [IngestMessage] = []
+        for case .success(let message) in entries { messages.append(message) }
+        core.metrics.received(.publish, count: messages.count)
         let timeout = core.configuration.redisTimeout.nanoseconds
         var response = AdminResponse(status: .accepted)
         response.later = { cluster, respond in
-            cluster.publish([message], deadline: Clock.monotonicNanoseconds() + timeout) { results in
-                switch results[0] {
-                case .success(let published):
-                    var id: [UInt8] = []
-                    SSEEncoder.appendHex(published.id, to: &id)
-                    respond(.json(.accepted, "{\"id\": \"\(String(decoding: id, as: UTF8.self))\", \"nodes\": \(published.nodes)}"))
-                case .failure:
+            cluster.publish(messages, deadline: Clock.monotonicNanoseconds() + timeout) { results in
+                guard results.contains(where: { if case .success = $0 { true } else { false } }) || results.isEmpty else {
                     var failure = AdminResponse.error(.serviceUnavailable, "Redis is unavailable; retry later")
                     failure.headers.append(("Retry-After", "1"))
-                    respond(failure)
+                    return respond(failure)
                 }
+                func write(_ result: Result<ClusterPublished, RedisError>, to json: inout JSONWriter) {
+                    switch result {
+                    case .success(let published):
+                        json.object { json in
+                            json.field("id", hex: published.id)
+                            json.field("nodes", published.nodes)
+                        }
+                    case .failure:
+                        json.object { $0.field("error", "Redis is unavailable; retry later") }
+                    }
+                }
+                var json = JSONWriter()
+                if case .single = parsed {
+                    write(results[0], to: &json)
+                    return respond(.json(.accepted, json))
+                }
+                var next = results.makeIterator()
+                json.object { json in
+                    json.key("results")
+                    json.array { json in
+                        for entry in entries {
+                            switch entry {
+                            case .success: write(next.next()!, to: &json)
+                            case .failure(let error): json.object { $0.field("error", error.message) }
+                            }
+                        }
+                    }
+                }
+                respond(.json(.accepted, json))
             }
         }
         return response

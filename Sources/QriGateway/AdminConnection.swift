@@ -91,7 +91,10 @@ final class AdminConnection: Connection {
             head.add("Content-Length", String(response.body.count))
         }
         if !keepAlive { head.add("Connection", "close") }
-        let bytes = head.serialized() + (request.head.methodIs("HEAD") ? [] : response.body)
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(160 + response.body.count)
+        head.serialize(into: &bytes)
+        if !request.head.methodIs("HEAD") { bytes += response.body }
         if keepAlive {
             enqueue(bytes)
             if reader.isMidRequest { worker.arm(self, .header) } else { worker.arm(self, .idle) }
@@ -108,7 +111,7 @@ final class AdminConnection: Connection {
         default: worker.reject(fd: transport.fd, .badRequest)
         }
         var head = ResponseHead(error.status, headers: [("Content-Type", "application/json"), ("Connection", "close")])
-        let body = JSON.error(error.reason)
+        let body = JSONWriter.error(error.reason)
         head.add("Content-Length", String(body.count))
         // Lingering close: answer, half-close, drop what still comes (the rest of a body too
         // large, say), close on EOF or after a short grace period — so the client sees the

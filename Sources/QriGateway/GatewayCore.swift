@@ -92,20 +92,17 @@ final class GatewayCore: Sendable {
         }
     }
 
-    /// Routes one message from any source: to its pair's streams and history.
-    @discardableResult
-    func route(_ message: some Collection<UInt8>, to pair: PairKey, source: GatewayMetrics.Source) -> Registry.Routed {
-        metrics.received(source)
-        let routed = registry.route(message, to: pair)
-        if routed.streams == 0 { metrics.messagesWithoutStream.increment() }
-        return routed
-    }
-
-    /// Routes the messages of one ingest read, in order.
-    func route(_ messages: [IngestMessage], source: GatewayMetrics.Source) {
+    /// Routes messages from any source, in order, as one batch: one registry lock and one
+    /// hand-off per loop. Calls `record` with each message's position, its id and the
+    /// streams of its pair open on this node. The one way in for every source, so that a
+    /// cluster path (one pipeline to Redis, `"nodes": M`) can take its place.
+    func route(_ messages: [IngestMessage], source: GatewayMetrics.Source,
+               record: (Int, Registry.Routed) -> Void = { _, _ in }) {
+        guard !messages.isEmpty else { return }
         var withoutStream = 0
-        registry.route(messages) { _, routed in
+        registry.route(messages) { i, routed in
             if routed.streams == 0 { withoutStream += 1 }
+            record(i, routed)
         }
         metrics.received(source, count: messages.count)
         if withoutStream > 0 { metrics.messagesWithoutStream.increment(by: withoutStream) }

@@ -1,4 +1,5 @@
 import Foundation
+import QriHTTP
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,30 +27,36 @@ struct HeraldStateFile: Sendable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigurationError("cannot read --state-file \(path)")
         }
-        guard let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let stored = root["backdoor"] as? [String: Any] else {
+        guard let root = try? JSONReader.parse(Array(data)), case .object(let stored)? = root.member("backdoor") else {
             throw ConfigurationError("corrupt --state-file \(path): expected {\"backdoor\": {\"TTT\": \"message\"}}; move it away to start without stored messages")
         }
         var messages: [String: [UInt8]] = [:]
-        for (type, value) in stored {
-            guard BackdoorType.isValid(type), let message = value as? String else {
+        for member in stored {
+            let type = String(decoding: member.name, as: UTF8.self)
+            guard BackdoorType.isValid(type), case .string(let message) = member.value else {
                 throw ConfigurationError("corrupt --state-file \(path): bad entry for type '\(type)'")
             }
-            messages[type] = Array(message.utf8)
+            messages[type] = Array(message)
         }
         return messages
     }
 
     /// Replaces the file with `messages`, durably, before returning.
     func save(_ messages: [(type: String, message: [UInt8])]) throws(ConfigurationError) {
-        var json = "{\"backdoor\": {"
-        json += messages.map { "\(JSON.string($0.type)): \(JSON.string(String(decoding: $0.message, as: UTF8.self)))" }
-            .joined(separator: ", ")
-        json += "}}\n"
+        var json = JSONWriter()
+        json.object { json in
+            json.key("backdoor")
+            json.object { json in
+                for (type, message) in messages {
+                    json.key(Array(type.utf8))
+                    json.string(message)
+                }
+            }
+        }
         let temporary = path + ".tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw ConfigurationError("cannot write \(temporary): \(String(cString: strerror(errno)))") }
-        let bytes = Array(json.utf8)
+        let bytes = json.bytes + [0x0A]
         var written = 0
         while written < bytes.count {
             let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, bytes.count - written) }
@@ -82,30 +89,5 @@ struct HeraldStateFile: Sendable {
 enum BackdoorType {
     static func isValid(_ type: String) -> Bool {
         type.utf8.count == 3 && type.utf8.allSatisfy { (0x30...0x39).contains($0) }
-    }
-}
-
-/// The little JSON Qri writes itself: strings escaped per RFC 8259.
-enum JSON {
-    static func string(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20 || scalar.value == 0x2028 || scalar.value == 0x2029:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
-    }
-
-    static func error(_ message: String) -> [UInt8] {
-        Array("{\"error\": \(string(message))}".utf8)
     }
 }

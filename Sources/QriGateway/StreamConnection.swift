@@ -142,7 +142,7 @@ final class StreamConnection: Connection {
         guard let checksum = query.value("s"), !checksum.isEmpty else { return answer(.badRequest, "missing parameter s") }
         let lastEventID = head.header("last-event-id").flatMap(SSEEncoder.parseID)
             ?? query.value("lastEventId").flatMap(SSEEncoder.parseID)
-        startStream(PairKey(peer: peer, checksum: checksum), lastEventID: lastEventID, cors: cors)
+        startStream(PairKey(peer: Array(peer), checksum: Array(checksum)), lastEventID: lastEventID, cors: cors)
     }
 
     private func startStream(_ pair: PairKey, lastEventID: UInt64?, cors: [(String, String)]) {

@@ -1,51 +1,52 @@
 /// `name=value&…` pairs from a query string or an `application/x-www-form-urlencoded` body.
+/// Names and values that need no decoding are slices of the given bytes (no copy).
 public struct QueryString: Sendable {
-    public private(set) var pairs: [(name: [UInt8], value: [UInt8])] = []
+    public private(set) var pairs: [(name: ArraySlice<UInt8>, value: ArraySlice<UInt8>)] = []
 
     /// Splits and percent-decodes `bytes`. A `%` not followed by two hex digits stays as it is.
     /// - Parameter plusIsSpace: true for form bodies; false for `/stream`, where qri-js sends
     ///   `+` unencoded and means a plus.
-    public init(_ bytes: some Collection<UInt8>, plusIsSpace: Bool) {
-        for part in bytes.split(separator: 0x26) where !part.isEmpty {
-            if let eq = part.firstIndex(of: 0x3D) {
-                pairs.append((Self.decode(part[..<eq], plusIsSpace), Self.decode(part[part.index(after: eq)...], plusIsSpace)))
-            } else {
-                pairs.append((Self.decode(part, plusIsSpace), []))
+    public init(_ bytes: ArraySlice<UInt8>, plusIsSpace: Bool) {
+        var start = bytes.startIndex
+        while start < bytes.endIndex {
+            let end = bytes[start...].firstIndex(of: 0x26) ?? bytes.endIndex
+            if start < end {
+                let part = bytes[start..<end]
+                if let eq = part.firstIndex(of: 0x3D) {
+                    pairs.append((Self.decode(part[..<eq], plusIsSpace), Self.decode(part[(eq + 1)...], plusIsSpace)))
+                } else {
+                    pairs.append((Self.decode(part, plusIsSpace), []))
+                }
             }
+            start = end + 1
         }
+    }
+
+    public init(_ bytes: [UInt8], plusIsSpace: Bool) {
+        self.init(bytes[...], plusIsSpace: plusIsSpace)
     }
 
     /// The first value of `name`, or nil.
-    public func value(_ name: String) -> [UInt8]? {
-        let key = Array(name.utf8)
-        return pairs.first { $0.name == key }?.value
+    public func value(_ name: StaticString) -> ArraySlice<UInt8>? {
+        name.withUTF8Buffer { name in pairs.first { $0.name.elementsEqual(name) }?.value }
     }
 
-    public static func decode(_ bytes: some Collection<UInt8>, _ plusIsSpace: Bool) -> [UInt8] {
+    public static func decode(_ bytes: ArraySlice<UInt8>, _ plusIsSpace: Bool) -> ArraySlice<UInt8> {
+        guard bytes.contains(where: { $0 == 0x25 || ($0 == 0x2B && plusIsSpace) }) else { return bytes }
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count)
         var i = bytes.startIndex
-        while i != bytes.endIndex {
+        while i < bytes.endIndex {
             let b = bytes[i]
-            if b == 0x25 {
-                let h1 = bytes.index(after: i)
-                if h1 != bytes.endIndex {
-                    let h2 = bytes.index(after: h1)
-                    if h2 != bytes.endIndex, let hi = hexValue(bytes[h1]), let lo = hexValue(bytes[h2]) {
-                        out.append(hi << 4 | lo)
-                        i = bytes.index(after: h2)
-                        continue
-                    }
-                }
-                out.append(b)
-            } else if b == 0x2B && plusIsSpace {
-                out.append(0x20)
-            } else {
-                out.append(b)
+            if b == 0x25, bytes.endIndex - i > 2, let hi = hexValue(bytes[i + 1]), let lo = hexValue(bytes[i + 2]) {
+                out.append(hi << 4 | lo)
+                i += 3
+                continue
             }
-            i = bytes.index(after: i)
+            out.append(b == 0x2B && plusIsSpace ? 0x20 : b)
+            i += 1
         }
-        return out
+        return out[...]
     }
 
     private static func hexValue(_ b: UInt8) -> UInt8? {

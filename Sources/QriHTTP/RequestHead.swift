@@ -25,15 +25,13 @@ public struct RequestHead: Equatable, Sendable {
     }
 
     /// The first value of header `name` (give it lower-cased).
-    public func header(_ name: String) -> [UInt8]? {
-        let key = Array(name.utf8)
-        return headers.first { $0.name == key }?.value
+    public func header(_ name: StaticString) -> [UInt8]? {
+        name.withUTF8Buffer { key in headers.first { $0.name.elementsEqual(key) }?.value }
     }
 
     /// Every value of header `name` (give it lower-cased).
-    public func headers(_ name: String) -> [[UInt8]] {
-        let key = Array(name.utf8)
-        return headers.filter { $0.name == key }.map(\.value)
+    public func headers(_ name: StaticString) -> [[UInt8]] {
+        name.withUTF8Buffer { key in headers.filter { $0.name.elementsEqual(key) }.map(\.value) }
     }
 
     public func methodIs(_ name: StaticString) -> Bool {
@@ -46,10 +44,23 @@ public struct RequestHead: Equatable, Sendable {
 
     /// Whether the client asked to keep the connection open after this request.
     public var wantsKeepAlive: Bool {
-        let connection = header("connection").map { String(decoding: $0, as: UTF8.self).lowercased() } ?? ""
-        let tokens = connection.split(separator: ",").map { $0.trimmingCharacters(in: " \t") }
-        if minorVersion == 0 { return tokens.contains("keep-alive") }
-        return !tokens.contains("close")
+        let connection = header("connection") ?? []
+        if minorVersion == 0 { return Self.hasToken(connection, "keep-alive") }
+        return !Self.hasToken(connection, "close")
+    }
+
+    /// Whether the comma-separated `list` holds `token` (give it lower-cased), in any case.
+    static func hasToken(_ list: [UInt8], _ token: StaticString) -> Bool {
+        token.withUTF8Buffer { token in
+            list.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: true).contains { item in
+                var item = item[...]
+                while let c = item.first, c == 0x20 || c == 0x09 { item = item.dropFirst() }
+                while let c = item.last, c == 0x20 || c == 0x09 { item = item.dropLast() }
+                return item.count == token.count && zip(item, token).allSatisfy { a, b in
+                    (a >= 0x41 && a <= 0x5A ? a | 0x20 : a) == b
+                }
+            }
+        }
     }
 }
 

@@ -510,6 +510,13 @@ _SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+
 _LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?\s*')
 
 
+def published(answer: dict) -> dict:
+    """A `/publish` answer (or batch result) with its event id checked (lower-case hex, as on
+    the wire) and taken out, so the rest can be compared: `{"delivered": N}`."""
+    assert re.fullmatch(r"[0-9a-f]{1,16}", answer.get("id", "")), answer
+    return {k: v for k, v in answer.items() if k != "id"}
+
+
 def parse_prometheus(text: str) -> dict[tuple[str, frozenset], float]:
     """Prometheus text format → {(name, frozenset of (label, value)): value}. Fails on a line
     that is not a comment, a blank or a sample."""

@@ -9,7 +9,7 @@ import ssl
 import pytest
 
 from qri_gateway import cert_info
-from qri_http import HOST, TLSConn, client_context
+from qri_http import HOST, TLSConn, client_context, published
 from qri_ingest import ber_frame
 
 
@@ -24,18 +24,19 @@ def publish(srv, peer, checksum, message, **kw):
 def test_publish_delivered_counts_open_streams_of_the_pair(admin_qri):
     srv = admin_qri()
     other = srv.stream("pp", "other")             # same peer, other checksum: never counted
-    counts = []
+    answers = []
     streams = []
     for n in range(3):
         resp = publish(srv, "pp", "cc", f"msg{n}")
         assert resp.status_code == 202, resp.text
         assert resp.headers["content-type"].split(";")[0] == "application/json"
-        counts.append(resp.json())
+        answers.append(resp.json())
         streams.append(srv.stream("pp", "cc"))
-    assert counts == [{"delivered": 0}, {"delivered": 1}, {"delivered": 2}]
-    # The two streams opened before msg2 got it as one event, with one id.
+    assert [published(a) for a in answers] == [{"delivered": 0}, {"delivered": 1}, {"delivered": 2}]
+    # The two streams opened before msg2 got it as one event, with the id the answer gave.
     got = [s.wait_data("msg2") for s in streams[:2]]
-    assert got[0].id == got[1].id
+    assert got[0].id == got[1].id == answers[2]["id"]
+    assert int(answers[0]["id"], 16) < int(answers[1]["id"], 16) < int(answers[2]["id"], 16)
     publish(srv, "pp", "other", "marker")
     assert [e.data for e in other.messages_until("marker")] == ["marker"]
 
@@ -68,7 +69,7 @@ def test_published_message_goes_to_history_for_resume(admin_qri):
     first.close()
     srv.wait_metric("qri_streams", lambda v: v == 0)
     before = srv.metric("qri_messages_without_stream_total")
-    assert publish(srv, "away", "tab", "while away").json() == {"delivered": 0}
+    assert published(publish(srv, "away", "tab", "while away").json()) == {"delivered": 0}
     assert srv.metric("qri_messages_without_stream_total") == before + 1
     back = srv.stream("away", "tab", headers={"Last-Event-ID": resume_from})
     assert back.wait_for(lambda e: not e.is_tick).data == "while away"
@@ -97,7 +98,7 @@ def test_publish_json_body(admin_qri):
     stream = srv.stream("p ✓", "c")
     resp = srv.admin("POST", "/publish", content=json.dumps({"peer": "p ✓", "checksum": "c", "message": "json ✓"}).encode(),
                      headers={"Content-Type": "application/json"})
-    assert resp.status_code == 202 and resp.json() == {"delivered": 1}, resp.text
+    assert resp.status_code == 202 and published(resp.json()) == {"delivered": 1}, resp.text
     assert stream.wait_for(lambda e: not e.is_tick).data == "json ✓"
     resp = srv.admin("POST", "/publish", content=b'{"peer": "p", "checksum": "c", "message": 1}',
                      headers={"Content-Type": "application/json"})
@@ -156,9 +157,9 @@ def test_metrics_move_with_traffic(admin_qri, tls_files):
     ingest.frames(ber_frame("a", "1", "from ingest"))
     a1.wait_data("from ingest")
     a2.wait_data("from ingest")
-    assert publish(srv, "b", "1", "from publish").json() == {"delivered": 1}
+    assert published(publish(srv, "b", "1", "from publish").json()) == {"delivered": 1}
     b.wait_data("from publish")
-    assert publish(srv, "nobody", "1", "unheard").json() == {"delivered": 0}
+    assert published(publish(srv, "nobody", "1", "unheard").json()) == {"delivered": 0}
     assert srv.admin("POST", "/backdoor", data={"type": "001", "message": "herald"}).status_code == 204
     for s in (a1, a2, b):
         s.wait_data("001herald")
