@@ -8,9 +8,9 @@ struct AdminResponse {
     var status: HTTPStatus
     var headers: [(String, String)] = []
     var body: [UInt8] = []
-    /// An answer that comes later (a publish through Redis): called on the connection's loop
-    /// with that loop's part of the cluster and what delivers the answer.
-    var later: ((ClusterLoop, @escaping (AdminResponse) -> Void) -> Void)?
+    /// An answer that comes later (a change made durable off the loop, a publish through
+    /// Redis): called on the connection's loop with its worker and what delivers the answer.
+    var later: ((LoopWorker, @escaping (AdminResponse) -> Void) -> Void)?
 
     static func json(_ status: HTTPStatus, _ json: JSONWriter) -> AdminResponse {
         AdminResponse(status: status, headers: [("Content-Type", "application/json")], body: json.bytes)
@@ -30,16 +30,14 @@ struct AdminResponse {
 /// and in the state file, whose writes it serializes.
 final class AdminAPI: Sendable {
     private let core: GatewayCore
-    private let stateFile: HeraldStateFile
-    /// Serializes changes of the stored messages, so the file is written in the same order
-    /// the registry applies them.
-    private let changes = Mutex(())
+    /// The owner of the stored messages: every change goes through it.
+    private let store: any BackdoorStore
     /// Emits the metrics text; set when a Prometheus registry was bootstrapped.
     private let exportMetrics: (@Sendable () -> [UInt8])?
 
-    init(core: GatewayCore, stateFile: HeraldStateFile, exportMetrics: (@Sendable () -> [UInt8])?) {
+    init(core: GatewayCore, store: any BackdoorStore, exportMetrics: (@Sendable () -> [UInt8])?) {
         self.core = core
-        self.stateFile = stateFile
+        self.store = store
         self.exportMetrics = exportMetrics
     }
 
@@ -158,47 +156,35 @@ final class AdminAPI: Sendable {
             guard isPost || head.methodIs("DELETE") else { return notAllowed("GET, POST, DELETE") }
             let fields = try AdminFields.read(request)
             let type = try type(fields)
-            guard isPost else {
-                return changeStored { current in
-                    current.removeAll { $0.type == type }
-                } apply: {
-                    core.registry.removeHerald(type: type)
-                }
-            }
+            guard isPost else { return changeStored(.remove(type: type)) }
             guard let field = fields["message"] else { throw AdminError("missing field message") }
             let message = Array(field)
             guard message != Array("delete".utf8) else {
                 throw AdminError("the message 'delete' is reserved: clients read it as a deletion")
             }
             guard String(validating: message, as: UTF8.self) != nil else { throw AdminError("message must be UTF-8") }
-            return changeStored { current in
-                current.removeAll { $0.type == type }
-                current.append((type, message))
-                current.sort { $0.type < $1.type }
-            } apply: {
-                core.registry.storeHerald(type: type, message: message)
-                core.metrics.received(.backdoor)
-            }
+            core.metrics.received(.backdoor)
+            return changeStored(.store(type: type, message: message))
         } catch {
             return .error(error)
         }
     }
 
-    /// Writes the changed set of stored messages to the state file, then applies the change
-    /// and broadcasts: a change that cannot be made durable is not made at all.
-    private func changeStored(_ edit: (inout [(type: String, message: [UInt8])]) -> Void, apply: () -> Void) -> AdminResponse {
-        changes.withLock { _ in
-            var stored = core.registry.heralds()
-            edit(&stored)
-            do {
-                try stateFile.save(stored)
-            } catch {
-                core.logger.error("cannot save stored messages", metadata: ["error": "\(error)"])
-                return .error(.internalServerError, "cannot save the state file")
+    /// Hands the change to the store, which makes it durable off the loop, applies and
+    /// broadcasts it, then answers `204`: a change that cannot be made durable is not made.
+    private func changeStored(_ change: BackdoorChange) -> AdminResponse {
+        var response = AdminResponse(status: .noContent)
+        response.later = { [store] worker, respond in
+            // The store answers on this same loop (`replyOn`): the closure never runs elsewhere.
+            nonisolated(unsafe) let respond = respond
+            store.change(change, replyOn: worker.loop) { failure in
+                guard let failure else { return respond(AdminResponse(status: .noContent)) }
+                var answer = AdminResponse.error(failure.retryable ? .serviceUnavailable : .internalServerError, failure.message)
+                if failure.retryable { answer.headers.append(("Retry-After", "1")) }
+                respond(answer)
             }
-            apply()
-            return AdminResponse(status: .noContent)
         }
+        return response
     }
 
     /// Routes the messages of one request as one batch: one registry lock, one hand-off per
@@ -264,7 +250,8 @@ final class AdminAPI: Sendable {
         core.metrics.received(.publish, count: messages.count)
         let timeout = core.configuration.redisTimeout.nanoseconds
         var response = AdminResponse(status: .accepted)
-        response.later = { cluster, respond in
+        response.later = { worker, respond in
+            guard let cluster = worker.clusterLoop else { return }
             cluster.publish(messages, deadline: Clock.monotonicNanoseconds() + timeout) { results in
                 guard results.contains(where: { if case .success = $0 { true } else { false } }) || results.isEmpty else {
                     var failure = AdminResponse.error(.serviceUnavailable, "Redis is unavailable; retry later")

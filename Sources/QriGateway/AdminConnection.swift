@@ -68,9 +68,9 @@ final class AdminConnection: Connection {
 
     private func answer(_ request: HTTPRequest) {
         let response = worker.admin.handle(request)
-        if let later = response.later, let cluster = worker.clusterLoop {
+        if let later = response.later {
             awaitingAnswer = true
-            later(cluster) { [weak self] answer in
+            later(worker) { [weak self] answer in
                 guard let self, !self.isClosed else { return }
                 var answer = answer
                 self.worker.admin.finish(&answer, for: request)

@@ -23,6 +23,7 @@ public struct BoundAddresses: Sendable {
 public final class Gateway: @unchecked Sendable {
     let core: GatewayCore
     private let admin: AdminAPI
+    private let store: any BackdoorStore
     private var workers: [LoopWorker] = []
     private var threads: [LoopThread] = []
     private let logger: Logger
@@ -53,9 +54,18 @@ public final class Gateway: @unchecked Sendable {
         try cluster?.verifyFingerprint()
         core = GatewayCore(configuration: configuration, registry: registry, metrics: GatewayMetrics(),
                            logger: logger, tls: tls, limits: limits, cluster: cluster)
-        let stateFile = HeraldStateFile(path: configuration.stateFile)
-        registry.loadHeralds(try stateFile.load())
-        admin = AdminAPI(core: core, stateFile: stateFile, exportMetrics: exportMetrics)
+        // The stored messages: in Redis for a cluster (STATE_FILE is not used), else in
+        // the state file, read back now.
+        if let cluster {
+            let redisStore = RedisBackdoorStore(node: cluster, registry: registry)
+            cluster.backdoor = redisStore
+            store = redisStore
+        } else {
+            let stateFile = HeraldStateFile(path: configuration.stateFile)
+            registry.loadHeralds(try stateFile.load())
+            store = try FileBackdoorStore(file: stateFile, core: core)
+        }
+        admin = AdminAPI(core: core, store: store, exportMetrics: exportMetrics)
         core.metrics.certExpiry.record(Double(tls.notAfter))
         ProcessSetup.ignoreBrokenPipe()
         logger.info("certificate loaded", metadata: ["subject": "\(tls.subject)", "not_after": "\(tls.notAfter)"])
@@ -150,6 +160,7 @@ public final class Gateway: @unchecked Sendable {
         core.detach()
         core.registry.detach()
         workers = []
+        store.stop()
     }
 
     static func coreCount() -> Int {

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from qri_http import Deadline
+from qri_http import Deadline, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -233,3 +233,19 @@ def test_browser_page_posts_to_the_backdoor_across_origins(admin_qri, page_serve
     got = page_server.wait_report(lambda k, p: k == "message" and p["data"].startswith("002"), "the posted message")
     assert got["data"] == "002posted by the page ✓"
     assert srv.admin("GET", "/backdoor?type=002").json() == {"type": "002", "message": "posted by the page ✓"}
+
+
+def test_browser_stream_on_one_node_message_published_on_another(admin_qri, redis_server, page_server, browser):
+    """Cluster mode: the page's EventSource is on node A; the message goes in at node B."""
+    redis = redis_server()
+    a = admin_qri("--redis", redis.url)
+    b = admin_qri("--redis", redis.url, "--admin-plaintext")
+    for node in (a, b):
+        wait_until(lambda: node.admin_client(token=None).get("/readyz").status_code == 200, 15, "node ready")
+    page_server.stream_url = f"https://localhost:{a.public_port}/stream?p=browser&s=cluster"
+    browser(page_server.origin + "/")
+    page_server.wait_report(lambda k, p: k == "message" and p["data"] == "Tick", "the first Tick")
+    resp = b.admin("POST", "/publish", data={"peer": "browser", "checksum": "cluster", "message": "001 via node B"})
+    assert resp.status_code == 202 and resp.json()["nodes"] == 1, resp.text
+    got = page_server.wait_report(lambda k, p: k == "message" and p["data"] == "001 via node B", "the message")
+    assert int(got["id"], 16) == int(resp.json()["id"], 16)

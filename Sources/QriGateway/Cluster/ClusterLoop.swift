@@ -301,4 +301,9 @@ final class ClusterLoop: @unchecked Sendable {
     }
 
     func commandConnectionIsUp(_ shard: Int) -> Bool { connections[shard].isUp }
+
+    /// A command for the first server (the stored backdoor messages live there).
+    func sendToFirstServer(_ arguments: [[UInt8]], reply: @escaping RedisConnection.Reply) {
+        connections[0].send(arguments, reply: reply)
+    }
 }

@@ -24,6 +24,8 @@ final class ClusterNode: @unchecked Sendable {
 
     private(set) var loops: [ClusterLoop] = []
     private(set) var subscriber: ClusterSubscriber!
+    /// The stored backdoor messages, in Redis; set once at start.
+    var backdoor: RedisBackdoorStore?
 
     /// Per server: whether the subscriber connection is up and every subscription confirmed,
     /// and how many loops' command connections are up.
@@ -137,6 +139,13 @@ final class ClusterNode: @unchecked Sendable {
 
 
 extension ClusterNode {
-    /// The stored backdoor messages changed in Redis (or may have: a reconnect).
-    func backdoorChanged() {}
+    /// A control message: a change of the stored backdoor messages. On loop 0.
+    func backdoorChanged(_ payload: [UInt8]) {
+        backdoor?.apply(payload)
+    }
+
+    /// The subscription to the control channel is (back) in place: reload the whole set.
+    func reloadBackdoor() {
+        backdoor?.reload()
+    }
 }

@@ -116,7 +116,7 @@ final class ClusterSubscriber: @unchecked Sendable {
         case "message":
             guard items.count == 3, let channel = items[1].bytes, let payload = items[2].bytes else { return }
             if channel == ClusterKeys.control {
-                node.backdoorChanged()
+                node.backdoorChanged(payload)
                 return
             }
             guard let pair = ClusterKeys.pair(ofChannel: channel), let entry = ClusterKeys.entry(payload) else { return }
@@ -194,7 +194,7 @@ final class ClusterSubscriber: @unchecked Sendable {
         node.setSubscribed(shard, true)
         node.logger.notice("Redis subscriptions ready", metadata: ["server": "\(node.servers[shard])"])
         for loop in node.loops { loop.catchUp(shard: shard) }
-        if shard == 0 { node.backdoorChanged() }
+        if shard == 0 { node.reloadBackdoor() }
     }
 
     private func connectionDown(_ shard: Int, _ why: String) {
