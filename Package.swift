@@ -96,6 +96,7 @@ let package = Package(
         .target(name: "QriTestSupport", path: "Tests/QriTestSupport", swiftSettings: strict),
         .testTarget(name: "QriHTTPTests", dependencies: ["QriHTTP", "QriTestSupport"], swiftSettings: strict),
         .testTarget(name: "QriGatewayTests", dependencies: ["QriGateway", "QriTestSupport"], swiftSettings: strict),
+        .testTarget(name: "QriRedisTests", dependencies: ["QriRedis"], swiftSettings: strict),
         .testTarget(name: "QriLoopTests", dependencies: ["QriLoop", "QriTestSupport"], swiftSettings: strict),
     ]
 )
