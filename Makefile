@@ -4,6 +4,7 @@
 #   make build   release build: .build/release/qri
 #   make certs   development certificate, key and admin token under certs/
 #   make run     build, make dev certs, run the gateway in the foreground
+#   make run-cluster  the same with a local redis-server and three nodes (config/cluster.yaml)
 #   make test    Swift unit tests, a short fuzz, the bench smoke run, the Python integration
 #                tests against the release binary (docs/openapi.yaml checked by schemathesis
 #                among them), then the admin and ingest paths again against
@@ -33,7 +34,7 @@ for p in $(1); do \
 done
 endef
 
-.PHONY: deps apt-deps ssl-deps venv build certs run test unit-test integration-test sanitize-test fuzz fuzz-smoke clean distclean
+.PHONY: deps apt-deps ssl-deps venv build certs run run-cluster test unit-test integration-test sanitize-test fuzz fuzz-smoke clean distclean
 
 deps: apt-deps venv
 
@@ -72,6 +73,11 @@ certs:
 
 run: ssl-deps build certs
 	exec $(BIN) --config config/dev.yaml
+
+run-cluster: ssl-deps build certs
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends redis-server; }
+	bash config/run-cluster.sh
 
 test: deps build unit-test fuzz-smoke bench-smoke integration-test sanitize-test
 

@@ -123,7 +123,15 @@ enum ClusterKeys {
         local newest = redis.call('HGET', KEYS[2], 'newest')
         local evicted = redis.call('HGET', KEYS[2], 'evicted')
         if newest then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
-        return {entries, newest, evicted, redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4])}
+        local last = redis.call('GET', KEYS[3])
+        if not last then
+          -- A server that has issued no id yet starts from its clock, so that a first Tick's
+          -- id is never below the microseconds since the epoch either.
+          local t = redis.call('TIME')
+          last = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+          redis.call('SET', KEYS[3], last)
+        end
+        return {entries, newest, evicted, last, redis.call('GET', KEYS[4])}
         """
 
     /// Keeps the histories of pairs with streams from expiring. KEYS: history, meta pairs.
