@@ -106,10 +106,11 @@ final class AdminAPI: Sendable {
         case failure(AdminResponse)
     }
 
-    /// Reads fields from the query string and, for POST and DELETE, the body.
-    private func fields(_ request: HTTPRequest, fromBody: Bool) -> Fields {
+    /// Reads fields from the query string (unless `fromQuery` is false) and, for POST and
+    /// DELETE, the body.
+    private func fields(_ request: HTTPRequest, fromBody: Bool, fromQuery: Bool = true) -> Fields {
         var result: [String: [UInt8]] = [:]
-        for pair in QueryString(request.head.query, plusIsSpace: true).pairs {
+        for pair in QueryString(request.head.query, plusIsSpace: true).pairs where fromQuery {
             result[String(decoding: pair.name, as: UTF8.self)] = result[String(decoding: pair.name, as: UTF8.self)] ?? pair.value
         }
         guard fromBody, !request.body.isEmpty else { return .fields(result) }
@@ -172,7 +173,8 @@ final class AdminAPI: Sendable {
         }
         let isPost = head.methodIs("POST")
         guard isPost || head.methodIs("DELETE") else { return notAllowed("GET, POST, DELETE") }
-        let parsed = fields(request, fromBody: true)
+        // SPEC: POST reads its fields from the body only; DELETE from the body or the query.
+        let parsed = fields(request, fromBody: true, fromQuery: !isPost)
         guard case .fields(let fields) = parsed else {
             if case .failure(let response) = parsed { return response }
             return .error(.badRequest, "bad request")
