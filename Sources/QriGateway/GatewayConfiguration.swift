@@ -64,6 +64,8 @@ public struct GatewayConfiguration: Sendable {
     public var logLevel = "info"
     /// What the browser waits before reconnecting, sent as the stream's `retry:` field.
     public var retryMilliseconds = 2000
+    /// Seconds of uniform random share added, in whole ms, to each stream's `retry:`.
+    public var retryJitter: Double = 3
 
     public init() {}
 }

@@ -65,5 +65,7 @@ extension Option {
                "stored backdoor messages"),
         Option("log-level", "LEVEL", .value("info"), \.logLevel, .logLevel,
                "trace, debug, info, notice, warning, error, critical"),
+        Option("retry-jitter", "SECONDS", .value("3"), \.retryJitter, .seconds(minimum: 0),
+               "a stream's retry: is 2000 ms plus a random share of this, so clients dropped together come back spread out"),
     ]
 }
