@@ -88,7 +88,9 @@ public final class Gateway: @unchecked Sendable {
     private func bind(_ address: SocketAddress, kind: GatewayMetrics.Listener) throws(SystemError) -> SocketAddress {
         var resolved = address
         for worker in workers {
-            let socket = try ListeningSocket(address: resolved, reusePort: true)
+            // The public backlog holds a reconnect storm while MAX_HANDSHAKES keeps it waiting
+            // (the kernel caps it at net.core.somaxconn).
+            let socket = try ListeningSocket(address: resolved, reusePort: true, backlog: kind == .public ? 65535 : 4096)
             resolved = socket.address
             try worker.listen(on: socket, kind: kind)
         }

@@ -50,6 +50,11 @@ public struct GatewayConfiguration: Sendable {
     public var maxAdminConnections = 256
     /// Open ingest connections; their descriptors are kept out of the public listener's reach.
     public var maxIngestConnections = 1024
+    /// Open public connections per client address (IPv6 per /64); 0: no cap.
+    public var maxConnectionsPerIP = 0
+    /// TLS handshakes in progress per loop on the public listener; past it, new connections
+    /// wait in the kernel's accept queue.
+    public var maxHandshakes = 64
     /// Seconds to complete an ingest frame once its first byte arrived.
     public var frameTimeout: Double = 30
     public var maxHeaderBytes = 8 << 10

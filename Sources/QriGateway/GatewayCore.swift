@@ -14,12 +14,15 @@ final class GatewayCore: Sendable {
     /// Warnings an attacker could multiply, one a second per kind.
     let warnings: RateLimitedLog
     let limits: ConnectionLimits
+    /// Open public connections per client address (MAX_CONNECTIONS_PER_IP).
+    let perAddress: PerAddressCounts
 
     private let currentTLS: Mutex<TLSContext>
     private let workers = Mutex<[LoopWorker]>([])
     private let openPublic = Atomic<Int>(0)
     private let openAdmin = Atomic<Int>(0)
     private let openIngest = Atomic<Int>(0)
+    private let handshakePeak = Atomic<Int>(0)
 
     init(configuration: GatewayConfiguration, registry: Registry, metrics: GatewayMetrics, logger: Logger,
          tls: TLSContext, limits: ConnectionLimits) {
@@ -28,6 +31,7 @@ final class GatewayCore: Sendable {
         self.metrics = metrics
         self.logger = logger
         self.limits = limits
+        perAddress = PerAddressCounts(limit: configuration.maxConnectionsPerIP)
         warnings = RateLimitedLog(logger: logger)
         currentTLS = Mutex(tls)
     }
@@ -73,6 +77,19 @@ final class GatewayCore: Sendable {
             return false
         }
         return true
+    }
+
+    /// Records a loop's new peak of handshakes in progress when it is the highest of all.
+    func recordHandshakePeak(_ peak: Int) {
+        var seen = handshakePeak.load(ordering: .relaxed)
+        while peak > seen {
+            let (exchanged, original) = handshakePeak.compareExchange(expected: seen, desired: peak, ordering: .relaxed)
+            if exchanged {
+                metrics.handshakesInProgressPeak.record(peak)
+                return
+            }
+            seen = original
+        }
     }
 
     func releaseConnection(_ listener: GatewayMetrics.Listener) {

@@ -93,7 +93,8 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         acceptors.append(acceptor)
     }
 
-    func accepted(fd: Int32, kind: GatewayMetrics.Listener) {
+    func accepted(_ socket: AcceptedSocket, kind: GatewayMetrics.Listener) {
+        let fd = socket.fd
         guard gateway.admitConnection(kind) else {
             let reason: GatewayMetrics.RejectReason = switch kind {
             case .public: .maxConnections
@@ -101,6 +102,15 @@ final class LoopWorker: EventSink, @unchecked Sendable {
             case .ingest: .maxIngestConnections
             }
             reject(fd: fd, reason)
+            PlainTransport(fd: fd).close()
+            return
+        }
+        // One address may not take every public connection: over its cap, accepted and
+        // closed at once, like the global cap.
+        let countedPeer = kind == .public && gateway.perAddress.limit > 0 ? socket.peer : nil
+        guard gateway.perAddress.admit(countedPeer) else {
+            gateway.releaseConnection(kind)
+            reject(fd: fd, .perIP)
             PlainTransport(fd: fd).close()
             return
         }
@@ -123,14 +133,63 @@ final class LoopWorker: EventSink, @unchecked Sendable {
             try loop.register(fd: fd, interest: .readable, handler: connection)
         } catch {
             gateway.releaseConnection(kind)
+            gateway.perAddress.release(countedPeer)
             connection.transport.close()
             return
         }
+        connection.countedPeer = countedPeer
         nextSerial += 1
         connection.serial = nextSerial
         connections[nextSerial] = connection
         gateway.metrics.connectionOpened(kind)
+        if kind == .public { handshakeStarted(connection) }
         connection.start()
+    }
+
+    // MARK: Handshake admission
+
+    /// Public connections accepted whose TLS handshake has not ended (MAX_HANDSHAKES).
+    private(set) var handshakesInProgress = 0
+    private var handshakesPeak = 0
+    /// Whether the public listeners of this loop are unwatched because MAX_HANDSHAKES
+    /// handshakes are in progress: new connections wait in the kernel's accept queue (the
+    /// backlog is sized for a storm), costing this loop nothing until a slot frees.
+    private var acceptingPausedForHandshakes = false
+
+    /// How many more public connections this loop may accept now.
+    var handshakeSlotsLeft: Int { max(gateway.configuration.maxHandshakes - handshakesInProgress, 0) }
+
+    private func handshakeStarted(_ connection: Connection) {
+        connection.holdsHandshakeSlot = true
+        handshakesInProgress += 1
+        gateway.metrics.handshakesInProgress.increment()
+        if handshakesInProgress > handshakesPeak {
+            handshakesPeak = handshakesInProgress
+            gateway.recordHandshakePeak(handshakesPeak)
+        }
+        if handshakesInProgress >= gateway.configuration.maxHandshakes && !acceptingPausedForHandshakes {
+            acceptingPausedForHandshakes = true
+            gateway.metrics.acceptPausesForHandshakes.increment()
+            for acceptor in acceptors where acceptor.kind == .public { updateWatch(acceptor) }
+        }
+    }
+
+    /// Called when a connection's handshake completes, fails, or the connection closes.
+    func handshakeEnded(_ connection: Connection) {
+        guard connection.holdsHandshakeSlot else { return }
+        connection.holdsHandshakeSlot = false
+        handshakesInProgress -= 1
+        gateway.metrics.handshakesInProgress.decrement()
+        if acceptingPausedForHandshakes && handshakesInProgress < gateway.configuration.maxHandshakes {
+            acceptingPausedForHandshakes = false
+            for acceptor in acceptors where acceptor.kind == .public { updateWatch(acceptor) }
+        }
+    }
+
+    /// Watches `acceptor`'s socket unless it is paused (handshakes, descriptor back-off, drain).
+    private func updateWatch(_ acceptor: Acceptor) {
+        let paused = acceptor.backedOff || (acceptor.kind == .public && acceptingPausedForHandshakes)
+        loop.setInterest(fd: acceptor.socket.fd, paused ? .none : .readable)
     }
 
     /// Counts a connection closed by a limit and says so (rate-limited) with its peer.
@@ -145,6 +204,7 @@ final class LoopWorker: EventSink, @unchecked Sendable {
     func forget(_ connection: Connection) {
         if connections.removeValue(forKey: connection.serial) != nil {
             gateway.releaseConnection(connection.listener)
+            gateway.perAddress.release(connection.countedPeer)
             gateway.metrics.connectionClosed(connection.listener)
             closedSinceTrim += 1
         }
@@ -174,7 +234,8 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         gateway.warnings.warning(.acceptFailed, "accept failed; backing off") {
             ["listener": "\(acceptor.kind.rawValue)", "error": "\(error)", "refused": "\(refused)"]
         }
-        loop.setInterest(fd: acceptor.socket.fd, .none)
+        acceptor.backedOff = true
+        updateWatch(acceptor)
         pausedAcceptors.append((acceptor, Clock.monotonicNanoseconds() + Self.acceptBackOff))
     }
 
@@ -191,9 +252,8 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         let now = Clock.monotonicNanoseconds()
         pausedAcceptors.removeAll { paused in
             guard paused.until <= now else { return false }
-            if acceptors.contains(where: { $0 === paused.acceptor }) {
-                loop.setInterest(fd: paused.acceptor.socket.fd, .readable)
-            }
+            paused.acceptor.backedOff = false
+            if acceptors.contains(where: { $0 === paused.acceptor }) { updateWatch(paused.acceptor) }
             return true
         }
     }
@@ -381,6 +441,8 @@ final class Acceptor: ReadinessHandler {
     let socket: ListeningSocket
     let kind: GatewayMetrics.Listener
     unowned let worker: LoopWorker
+    /// Unwatched for a short while after accept(2) failed for want of descriptors.
+    var backedOff = false
 
     init(socket: ListeningSocket, kind: GatewayMetrics.Listener, worker: LoopWorker) {
         self.socket = socket
@@ -391,9 +453,11 @@ final class Acceptor: ReadinessHandler {
     func loopDidReport(readable: Bool, writable: Bool) {
         // A bounded batch per pass keeps one busy listener from starving the others.
         for _ in 0..<64 {
+            // MAX_HANDSHAKES: leave the rest in the kernel's queue until a handshake ends.
+            if kind == .public && worker.handshakeSlotsLeft == 0 { return }
             do {
-                guard let fd = try socket.accept() else { return }
-                worker.accepted(fd: fd, kind: kind)
+                guard let accepted = try socket.accept() else { return }
+                worker.accepted(accepted, kind: kind)
             } catch {
                 // EMFILE and friends: level-triggered readiness would report the listener
                 // again at once, so back off instead of spinning.

@@ -65,6 +65,10 @@ extension Option {
                "stored backdoor messages"),
         Option("log-level", "LEVEL", .value("info"), \.logLevel, .logLevel,
                "trace, debug, info, notice, warning, error, critical"),
+        Option("max-connections-per-ip", "N", .value("0"), \.maxConnectionsPerIP, .integer(in: 0...10_000_000),
+               "open public connections per client address, 0 = off (IPv6: per /64; IPv4-mapped IPv6 counts as IPv4)"),
+        Option("max-handshakes", "N", .value("64"), \.maxHandshakes, .integer(in: 1...1_000_000),
+               "TLS handshakes in progress per loop on the public listener; more connections wait in the kernel's accept queue"),
         Option("retry-jitter", "SECONDS", .value("3"), \.retryJitter, .seconds(minimum: 0),
                "a stream's retry: is 2000 ms plus a random share of this, so clients dropped together come back spread out"),
     ]

@@ -4,13 +4,14 @@ per-address connection caps, handshake admission, paced drain on SIGTERM."""
 
 import signal
 import socket
+import ssl
 import statistics
 import threading
 import time
 
 import pytest
 
-from qri_http import HOST, Deadline, StreamClosed, connect_tcp
+from qri_http import HOST, Deadline, StreamClosed, client_context, connect_tcp, read_response_head
 from qri_ingest import ber_frame
 
 
@@ -49,3 +50,244 @@ def test_default_jitter_is_three_seconds(qri):
 def test_zero_jitter_gives_the_plain_retry(qri):
     srv = qri("--retry-jitter", "0")
     assert {retry_of(srv.stream(f"p{i}", "c")) for i in range(5)} == {2000}
+
+
+# ---------------------------------------------------------------------------------------------
+# MAX_CONNECTIONS_PER_IP
+
+
+def stream_from(srv, source: str, p: str = "1", target: str = None, timeout: float = 5):
+    """`GET /stream` from the local address `source` (127.0.0.2, ::1, …) to the public port
+    (an IPv6 source connects to ::1, an IPv4 one to 127.0.0.1). Returns the TLS socket once
+    the 200 head has arrived; raises OSError (ssl errors included) when the gateway closes the
+    connection instead."""
+    family = socket.AF_INET6 if ":" in source else socket.AF_INET
+    raw = socket.socket(family, socket.SOCK_STREAM)
+    raw.settimeout(timeout)
+    try:
+        raw.bind((source, 0))
+        raw.connect(("::1" if family == socket.AF_INET6 else HOST, srv.public_port))
+        tls = client_context(srv.tls.ca_crt).wrap_socket(raw, server_hostname="localhost")
+        tls.sendall(f"GET {target or f'/stream?p={p}&s=c'} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = tls.recv(4096)
+            if not chunk:
+                raise ConnectionResetError("closed before the answer")
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 200"), head[:200]
+        return tls
+    except BaseException:
+        raw.close()
+        raise
+
+
+def refused(srv, source: str) -> bool:
+    try:
+        stream_from(srv, source).close()
+        return False
+    except (OSError, ssl.SSLError):
+        return True
+
+
+def test_one_address_cannot_take_more_than_its_share(admin_qri):
+    srv = admin_qri("--max-connections-per-ip", "3", "--threads", "2")
+    held = [stream_from(srv, "127.0.0.1", p=str(i)) for i in range(3)]
+    assert refused(srv, "127.0.0.1"), "a 4th connection from 127.0.0.1 was served"
+    # Another address still gets its own three.
+    others = [stream_from(srv, "127.0.0.2", p=f"o{i}") for i in range(3)]
+    assert refused(srv, "127.0.0.2")
+    srv.wait_metric("qri_connections_rejected_total", lambda v: v == 2, reason="per_ip")
+    srv.wait_log(r"connection rejected.*per_ip|per_ip.*connection rejected")
+    # A connection that closes frees its slot at once.
+    held.pop().close()
+    srv.wait_metric("qri_connections", lambda v: v == 5, listener="public")
+    held.append(stream_from(srv, "127.0.0.1", p="again"))
+    assert refused(srv, "127.0.0.1")
+    for s in held + others:
+        s.close()
+    # Every count returned to zero (and its entry was removed): each address has its
+    # whole share again.
+    srv.wait_metric("qri_connections", lambda v: v == 0, listener="public")
+    again = [stream_from(srv, "127.0.0.1", p=f"n{i}") for i in range(3)]
+    for s in again:
+        s.close()
+
+
+def test_the_admin_and_ingest_listeners_are_not_counted(admin_qri):
+    srv = admin_qri("--max-connections-per-ip", "1")
+    held = stream_from(srv, "127.0.0.1")
+    clients = [srv.admin_client() for _ in range(3)]
+    assert all(c.get("/healthz").status_code == 200 for c in clients)
+    ingest = srv.ingest()
+    ingest.frames(ber_frame("1", "c", "still one"))
+    assert refused(srv, "127.0.0.1")
+    held.close()
+
+
+def test_off_by_default(admin_qri):
+    srv = admin_qri()
+    held = [stream_from(srv, "127.0.0.1", p=str(i)) for i in range(20)]
+    assert srv.metric("qri_connections_rejected_total", reason="per_ip") == 0
+    for s in held:
+        s.close()
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback")
+def test_dual_stack_listener_counts_ipv4_mapped_clients_as_ipv4(admin_qri):
+    """On a `[::]` listener IPv4 clients arrive as ::ffff:a.b.c.d: they count per IPv4
+    address, apart from each other and from the IPv6 client ::1."""
+    srv = admin_qri("--listen", "[::]:0", "--max-connections-per-ip", "2")
+    v4 = [stream_from(srv, "127.0.0.1", p=f"a{i}") for i in range(2)]
+    assert refused(srv, "127.0.0.1")
+    v4b = stream_from(srv, "127.0.0.2", p="b")
+    v6 = [stream_from(srv, "::1", p=f"v6{i}") for i in range(2)]
+    assert refused(srv, "::1")
+    srv.wait_metric("qri_connections_rejected_total", lambda v: v == 2, reason="per_ip")
+    for s in v4 + v6 + [v4b]:
+        s.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# MAX_HANDSHAKES
+
+
+def slow_certificate(tls, dir):
+    """An RSA-4096 leaf under the test CA: each full handshake costs the server a ~4 ms
+    signature, so a few hundred simultaneous ones are a storm even for a test machine."""
+    from qri_gateway import _openssl
+    dir.mkdir(parents=True, exist_ok=True)
+    (dir / "slow.cnf").write_text(
+        "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = localhost\n"
+        "[leaf]\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n"
+        "extendedKeyUsage = serverAuth\nsubjectAltName = DNS:localhost, IP:127.0.0.1\n")
+    _openssl("req", "-new", "-config", "slow.cnf", "-newkey", "rsa:4096", "-nodes", "-keyout", "slow.key",
+             "-out", "slow.csr", cwd=dir)
+    _openssl("x509", "-req", "-in", "slow.csr", "-CA", str(tls.ca_crt), "-CAkey", str(tls.ca_key),
+             "-set_serial", "7", "-out", "slow.crt", "-days", "2", "-sha256", "-extfile", "slow.cnf",
+             "-extensions", "leaf", cwd=dir)
+    return dir / "slow.crt", dir / "slow.key"
+
+
+def handshake_storm(srv, count: int, timeout: float = 60) -> tuple[int, int]:
+    """`count` TLS clients connect at once and all send their ClientHello before any
+    handshake is finished; then each handshake is driven to its end. Returns (completed,
+    failed)."""
+    import selectors
+    ctx = client_context(srv.tls.ca_crt)
+    sel = selectors.DefaultSelector()
+    pending = {}
+    for _ in range(count):
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.connect((HOST, srv.public_port))      # the kernel completes it; qri may not accept yet
+        raw.setblocking(False)
+        conn = ctx.wrap_socket(raw, server_hostname="localhost", do_handshake_on_connect=False)
+        pending[conn.fileno()] = conn
+    completed = failed = 0
+
+    def step(conn) -> bool:
+        """Advances one handshake; True when it has ended (either way)."""
+        nonlocal completed, failed
+        try:
+            conn.do_handshake()
+            completed += 1
+        except ssl.SSLWantReadError:
+            sel.modify(conn, selectors.EVENT_READ) if conn.fileno() in registered else None
+            return False
+        except ssl.SSLWantWriteError:
+            return False
+        except (OSError, ssl.SSLError):
+            failed += 1
+        return True
+
+    registered = set()
+    for fd, conn in list(pending.items()):       # every ClientHello goes out now
+        if step(conn):
+            del pending[fd]
+            conn.close()
+        else:
+            sel.register(conn, selectors.EVENT_READ)
+            registered.add(fd)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for key, _ in sel.select(0.5):
+            conn = key.fileobj
+            if step(conn):
+                sel.unregister(conn)
+                pending.pop(conn.fileno(), None)
+                conn.close()
+    failed += len(pending)
+    for conn in pending.values():
+        conn.close()
+    sel.close()
+    return completed, failed
+
+
+def test_handshake_storm_waits_in_the_accept_queue_while_streams_keep_their_latency(admin_qri, tls_files, tmp_path):
+    crt, key = slow_certificate(tls_files, tmp_path / "slow")
+    srv = admin_qri("--cert", crt, "--key", key, "--threads", "1", "--max-handshakes", "4",
+                    "--handshake-timeout", "30")
+    stream = srv.stream("live", "c")
+    ingest = srv.ingest()
+    latencies, admin_times, done = [], [], threading.Event()
+
+    def publish():
+        i = 0
+        while not done.is_set():
+            ingest.frames(ber_frame("live", "c", f"{i} {time.monotonic():.6f}"))
+            i += 1
+            time.sleep(0.02)
+        ingest.frames(ber_frame("live", "c", "end"))
+
+    def read():
+        while True:
+            event = stream.next_event(30)
+            if event.data == "end":
+                return
+            if not event.is_tick:
+                latencies.append(event.at - float(event.data.split()[1]))
+
+    def poll_admin():
+        client = srv.admin_client()
+        while not done.is_set():
+            start = time.monotonic()
+            assert client.get("/healthz").status_code == 200
+            admin_times.append(time.monotonic() - start)
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (publish, read, poll_admin)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    storm_start = time.monotonic()
+    completed, failed = handshake_storm(srv, 300)
+    storm_seconds = time.monotonic() - storm_start
+    done.set()
+    for t in threads:
+        t.join(30)
+    assert (completed, failed) == (300, 0), f"{failed} handshakes failed"
+    samples = srv.metrics()
+    peak = srv.metric("qri_tls_handshakes_in_progress_peak", samples)
+    assert 1 <= peak <= 4, f"{peak} handshakes in progress on one loop with --max-handshakes 4"
+    assert srv.metric("qri_accept_paused_total", samples, reason="max_handshakes") >= 1
+    assert srv.metric("qri_tls_handshakes_in_progress", samples) == 0
+    assert srv.metric("qri_tls_handshakes_total", samples, result="ok") >= 300
+    # 300 RSA-4096 handshakes are over a second of server CPU; the live stream waited at most
+    # a few of them at a time.
+    latencies.sort()
+    assert len(latencies) >= 20, latencies
+    p99 = latencies[int(len(latencies) * 0.99) - 1]
+    assert p99 < 0.25, f"live events' p99 latency {p99 * 1000:.0f} ms during a {storm_seconds:.1f} s storm; " \
+                       f"max {latencies[-1] * 1000:.0f} ms"
+    assert max(admin_times) < 1.0, f"/healthz took {max(admin_times):.2f} s during the storm"
+    print(f"storm of 300 in {storm_seconds:.2f}s; live p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "
+          f"p99 {p99 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms; peak {peak}")
