@@ -56,6 +56,12 @@ final class AdminAPI: Sendable {
             guard head.methodIs("GET") || head.methodIs("HEAD") else { return notAllowed("GET, HEAD") }
             return AdminResponse(status: .ok, headers: [("Content-Type", "text/plain")], body: Array("ok".utf8))
         }
+        if head.pathIs("/readyz") {
+            guard head.methodIs("GET") || head.methodIs("HEAD") else { return notAllowed("GET, HEAD") }
+            return core.draining
+                ? AdminResponse(status: .serviceUnavailable, headers: [("Content-Type", "text/plain"), ("Retry-After", "1")], body: Array("draining".utf8))
+                : AdminResponse(status: .ok, headers: [("Content-Type", "text/plain")], body: Array("ok".utf8))
+        }
         guard authorized(head) else {
             var response = AdminResponse.error(.unauthorized, core.configuration.adminToken == nil
                 ? "no admin token is configured" : "missing or wrong bearer token")

@@ -15,6 +15,8 @@ class Connection: ReadinessHandler {
     private var handshaking: Bool
     /// Whether this connection holds one of its loop's MAX_HANDSHAKES slots.
     var holdsHandshakeSlot = false
+    /// Whether the client has sent anything yet (its handshake has begun).
+    private(set) var clientSpoke = false
     /// Close once the output queue is empty.
     private var closeWhenFlushed = false
     /// Half-close once the output queue is empty, and close when the peer does.
@@ -90,6 +92,11 @@ class Connection: ReadinessHandler {
     }
 
     private func advanceHandshake() {
+        if !clientSpoke {
+            // Past MAX_HANDSHAKES it waits, unwatched, until a slot frees.
+            guard worker.clientSpoke(self) else { return }
+            clientSpoke = true
+        }
         switch transport.handshake() {
         case .done:
             handshaking = false

@@ -130,6 +130,22 @@ public final class Gateway: @unchecked Sendable {
         logger.log(level: stapled ? .info : .warning, "OCSP response \(text)", metadata: ["file": "\(file)"])
     }
 
+    /// The paced part of a shutdown (DRAIN_SECONDS): stops accepting on the public listener,
+    /// `/readyz` answers 503, each loop closes its streams evenly spread over `seconds`, and
+    /// admin and ingest keep serving. Returns once no public connection is left, or a little
+    /// after `seconds` (never past `budget`, the shutdown timeout). Call `shutdown()` next.
+    public func drain(seconds: Double, budget: Double) {
+        core.draining = true
+        for worker in workers {
+            worker.loop.execute { worker.startDraining(seconds: seconds) }
+        }
+        let start = Clock.monotonicNanoseconds()
+        let limit = start + min(seconds + 1, max(seconds, budget - 0.25)).nanoseconds
+        while core.openConnections(.public) > 0 && Clock.monotonicNanoseconds() < limit {
+            usleep(10_000)
+        }
+    }
+
     /// Stops accepting, closes every connection with a close_notify, stops the loops and
     /// waits for their threads.
     public func shutdown() {

@@ -65,6 +65,9 @@ public struct GatewayConfiguration: Sendable {
     public var handshakeTimeout: Double = 10
     public var idleTimeout: Double = 60
     public var shutdownTimeout: Double = 5
+    /// On SIGTERM or SIGINT, the time over which streams are closed, evenly spread, while
+    /// admin and ingest keep serving; 0: close everything at once. Below `shutdownTimeout`.
+    public var drainSeconds: Double = 0
     public var stateFile = "state/backdoor.json"
     public var logLevel = "info"
     /// What the browser waits before reconnecting, sent as the stream's `retry:` field.

@@ -23,6 +23,7 @@ final class GatewayCore: Sendable {
     private let openAdmin = Atomic<Int>(0)
     private let openIngest = Atomic<Int>(0)
     private let handshakePeak = Atomic<Int>(0)
+    private let drainingFlag = Atomic<Bool>(false)
 
     init(configuration: GatewayConfiguration, registry: Registry, metrics: GatewayMetrics, logger: Logger,
          tls: TLSContext, limits: ConnectionLimits) {
@@ -91,6 +92,15 @@ final class GatewayCore: Sendable {
             seen = original
         }
     }
+
+    /// Whether a paced drain is under way (`/readyz` answers 503).
+    var draining: Bool {
+        get { drainingFlag.load(ordering: .relaxed) }
+        set { drainingFlag.store(newValue, ordering: .relaxed) }
+    }
+
+    /// Open connections of `listener`, all loops together.
+    func openConnections(_ listener: GatewayMetrics.Listener) -> Int { addOpen(0, listener) }
 
     func releaseConnection(_ listener: GatewayMetrics.Listener) {
         _ = addOpen(-1, listener)

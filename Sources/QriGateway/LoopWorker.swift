@@ -68,6 +68,7 @@ final class LoopWorker: EventSink, @unchecked Sendable {
             self.resumePausedAcceptors()
         }
         loop.every(nanoseconds: 5_000_000) { [unowned self] in self.resumeIngestIfDrained() }
+        loop.every(nanoseconds: 25_000_000) { [unowned self] in self.releaseSilentHandshakeSlots() }
         // Each stream still gets one Tick per interval, but the streams of a loop are ticked
         // in slices, one every 100 ms, so that no pass writes to many of them at once (a
         // write costs ~10 µs: 10,000 streams in 16 slices stalled the loop ~8 ms per slice).
@@ -159,7 +160,16 @@ final class LoopWorker: EventSink, @unchecked Sendable {
     /// How many more public connections this loop may accept now.
     var handshakeSlotsLeft: Int { max(gateway.configuration.maxHandshakes - handshakesInProgress, 0) }
 
-    private func handshakeStarted(_ connection: Connection) {
+    /// Connections that took a slot at accept, in accept order, until their client speaks.
+    private var silentSinceAccept = Deque<(serial: UInt64, acceptedAt: UInt64)>()
+    /// How long a connection may hold a slot without sending its ClientHello. A client sends
+    /// it with the last packet of the TCP handshake, so a storm's clients all have theirs
+    /// waiting; a connection that stays silent is no handshake to pace, and must not keep the
+    /// listener unwatched until HANDSHAKE_TIMEOUT (it takes a slot again when it speaks).
+    private static let silentSlotGrace: UInt64 = 50_000_000
+
+    private func handshakeStarted(_ connection: Connection, atAccept: Bool = true) {
+        if atAccept { silentSinceAccept.append((connection.serial, Clock.monotonicNanoseconds())) }
         connection.holdsHandshakeSlot = true
         handshakesInProgress += 1
         gateway.metrics.handshakesInProgress.increment()
@@ -180,9 +190,43 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         connection.holdsHandshakeSlot = false
         handshakesInProgress -= 1
         gateway.metrics.handshakesInProgress.decrement()
+        // Connections that already spoke go before new ones from the accept queue.
+        while handshakesInProgress < gateway.configuration.maxHandshakes, let serial = waitingForSlot.popFirst() {
+            guard let waiting = connections[serial], !waiting.isClosed, !waiting.holdsHandshakeSlot else { continue }
+            handshakeStarted(waiting, atAccept: false)
+            loop.setInterest(fd: waiting.transport.fd, .readable)
+        }
         if acceptingPausedForHandshakes && handshakesInProgress < gateway.configuration.maxHandshakes {
             acceptingPausedForHandshakes = false
             for acceptor in acceptors where acceptor.kind == .public { updateWatch(acceptor) }
+        }
+    }
+
+    /// Connections that gave up their slot while silent, then spoke when none was free:
+    /// unwatched until one frees, first come first served.
+    private var waitingForSlot = Deque<UInt64>()
+
+    /// A connection's client sent its first bytes. Returns whether its handshake may go on:
+    /// one that gave up its slot while silent needs a slot again, and waits for one.
+    func clientSpoke(_ connection: Connection) -> Bool {
+        guard !connection.holdsHandshakeSlot, connection.listener == .public else { return true }
+        if handshakesInProgress < gateway.configuration.maxHandshakes {
+            handshakeStarted(connection, atAccept: false)
+            return true
+        }
+        waitingForSlot.append(connection.serial)
+        loop.setInterest(fd: connection.transport.fd, .none)
+        return false
+    }
+
+    private func releaseSilentHandshakeSlots() {
+        guard !silentSinceAccept.isEmpty else { return }
+        let now = Clock.monotonicNanoseconds()
+        while let first = silentSinceAccept.first, first.acceptedAt + Self.silentSlotGrace <= now {
+            silentSinceAccept.removeFirst()
+            if let connection = connections[first.serial], !connection.clientSpoke {
+                handshakeEnded(connection)
+            }
         }
     }
 
@@ -419,6 +463,52 @@ final class LoopWorker: EventSink, @unchecked Sendable {
                 connection.didTimeOut()
             }
         }
+    }
+
+    // MARK: Drain
+
+    /// The streams a drain closes, in order, and when it started (monotonic ns).
+    private var drainQueue: [StreamConnection] = []
+    private var drainClosed = 0
+    private var drainStart: UInt64 = 0
+    private var drainNanoseconds: UInt64 = 0
+
+    /// Stops accepting on the public listener and closes this loop's streams one after the
+    /// other, evenly spread over `seconds` (the first at once, the last at (n-1)/n of it).
+    /// Public connections that are not streams yet are closed at once; admin and ingest go on.
+    func startDraining(seconds: Double) {
+        for acceptor in acceptors where acceptor.kind == .public {
+            loop.unregister(fd: acceptor.socket.fd)
+            acceptor.socket.close()
+        }
+        acceptors.removeAll { $0.kind == .public }
+        var streams: [StreamConnection] = []
+        for serial in connections.keys.sorted() {
+            guard let connection = connections[serial], connection.listener == .public else { continue }
+            if let stream = connection as? StreamConnection, stream.isStreaming {
+                streams.append(stream)
+            } else {
+                connection.closeGracefully()
+            }
+        }
+        drainQueue = streams
+        drainClosed = 0
+        drainStart = Clock.monotonicNanoseconds()
+        drainNanoseconds = max(seconds.nanoseconds, 1)
+        closeDueStreams()
+        loop.every(nanoseconds: 10_000_000) { [unowned self] in self.closeDueStreams() }
+    }
+
+    private func closeDueStreams() {
+        guard drainClosed < drainQueue.count else { return }
+        let elapsed = Clock.monotonicNanoseconds() - drainStart
+        let total = UInt64(drainQueue.count)
+        let due = min(Int(elapsed.multipliedFullWidth(by: total).low / drainNanoseconds) + 1, drainQueue.count)
+        while drainClosed < due {
+            drainQueue[drainClosed].closeGracefully()
+            drainClosed += 1
+        }
+        if drainClosed == drainQueue.count { drainQueue = [] ; drainClosed = 0 }
     }
 
     // MARK: Shutdown

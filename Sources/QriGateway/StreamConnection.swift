@@ -16,6 +16,9 @@ final class StreamConnection: Connection {
     /// Live events with an id up to this one are not for this stream (replayed, or older).
     private var startID: UInt64 = 0
 
+    /// Whether the connection is an open event stream (not a handshake, head or answer).
+    var isStreaming: Bool { state == .streaming && !isClosed }
+
     init(worker: LoopWorker, transport: any Transport) {
         parser = RequestHeadParser(limit: worker.gateway.configuration.maxHeaderBytes)
         super.init(worker: worker, transport: transport, listener: .public, tls: true)

@@ -78,6 +78,10 @@ enum QriCommand {
                 _ = line.withCString { write(2, $0, strlen($0)) }
                 Glibc._exit(0)
             }
+            if configuration.drainSeconds > 0 {
+                logger.notice("draining streams", metadata: ["seconds": "\(configuration.drainSeconds)"])
+                gateway.drain(seconds: configuration.drainSeconds, budget: budget)
+            }
             gateway.shutdown()
             logger.notice("stopped")
             return

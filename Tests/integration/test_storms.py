@@ -291,3 +291,98 @@ def test_handshake_storm_waits_in_the_accept_queue_while_streams_keep_their_late
     assert max(admin_times) < 1.0, f"/healthz took {max(admin_times):.2f} s during the storm"
     print(f"storm of 300 in {storm_seconds:.2f}s; live p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "
           f"p99 {p99 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms; peak {peak}")
+
+
+def test_silent_connections_do_not_keep_the_listener_unwatched(admin_qri):
+    """Connections that never send a ClientHello are no handshakes to pace: they give their
+    slot back within a moment, and a real client behind them is served."""
+    srv = admin_qri("--threads", "1", "--max-handshakes", "2", "--handshake-timeout", "30")
+    silent = [connect_tcp(srv.public_port, 5) for _ in range(10)]
+    start = time.monotonic()
+    stream = srv.stream("behind", "c", timeout=5)
+    assert time.monotonic() - start < 2
+    assert srv.metric("qri_tls_handshakes_in_progress_peak") <= 2
+    stream.close()
+    for s in silent:
+        s.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# DRAIN_SECONDS
+
+
+def test_drain_closes_streams_spread_over_the_time_while_admin_and_ingest_serve(admin_qri):
+    srv = admin_qri("--drain-seconds", "2", "--shutdown-timeout", "5", "--threads", "2")
+    count = 20
+    streams = [srv.stream(f"p{i}", "c", suppress_ragged_eofs=False) for i in range(count)]
+    assert srv.admin("GET", "/readyz").status_code == 200
+    closed_at, hows, late_messages = {}, {}, {}
+
+    def watch(i, stream):
+        try:
+            while True:
+                event = stream.next_event(10)
+                if event.data.startswith("late"):
+                    late_messages[i] = event.data
+        except StreamClosed as e:
+            hows[i] = e.how
+            closed_at[i] = time.monotonic()
+        except Deadline:
+            hows[i] = "open"
+
+    threads = [threading.Thread(target=watch, args=(i, s), daemon=True) for i, s in enumerate(streams)]
+    for t in threads:
+        t.start()
+    ingest = srv.ingest()
+    start = time.monotonic()
+    srv.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    # Draining: not ready, no new public connections, admin and ingest still serve.
+    resp = srv.admin_client(token=None).get("/readyz")
+    assert resp.status_code == 503 and resp.text.strip() == "draining", (resp.status_code, resp.text)
+    with pytest.raises(OSError):
+        connect_tcp(srv.public_port, 2).close()
+    assert srv.admin("GET", "/healthz").status_code == 200
+    time.sleep(0.7)
+    for i in range(count):                  # about half of the streams are still open
+        ingest.frames(ber_frame(f"p{i}", "c", f"late {i}"))
+    published = time.monotonic()
+    resp = srv.admin("POST", "/publish", data={"peer": f"p{count - 1}", "checksum": "c", "message": "late via admin"})
+    assert resp.status_code == 202, resp.text
+
+    assert srv.wait_exit(10) == 0
+    elapsed = time.monotonic() - start
+    for t in threads:
+        t.join(5)
+    assert hows == {i: "eof" for i in range(count)}, f"not every stream got a close_notify: {hows}"
+    times = sorted(t - start for t in closed_at.values())
+    assert elapsed < 5, f"exit {elapsed:.2f}s after SIGTERM with --shutdown-timeout 5"
+    assert times[0] < 0.5 and 1.3 < times[-1] < 2.6, [round(t, 2) for t in times]
+    # Evenly spread: about a quarter of them in each half-second.
+    quarters = [sum(1 for t in times if q * 0.5 <= t < (q + 1) * 0.5) for q in range(4)]
+    assert all(2 <= n <= 8 for n in quarters), f"closes per half-second: {quarters}"
+    # The streams still open when the messages were published got them.
+    still_open = {i for i, t in closed_at.items() if t > published + 0.1}
+    assert still_open and still_open <= set(late_messages), (sorted(still_open), sorted(late_messages))
+
+
+def test_drain_with_no_streams_exits_at_once(admin_qri):
+    srv = admin_qri("--drain-seconds", "3", "--shutdown-timeout", "4")
+    start = time.monotonic()
+    srv.signal(signal.SIGINT)
+    assert srv.wait_exit(6) == 0
+    assert time.monotonic() - start < 1.5
+
+
+@pytest.mark.parametrize("drain,budget", [("5", "5"), ("6", None)])
+def test_drain_must_be_below_the_shutdown_timeout(qri_cli, drain, budget):
+    args = ["--drain-seconds", drain] + (["--shutdown-timeout", budget] if budget else [])
+    result = qri_cli(*args)
+    assert result.returncode != 0
+    assert "--drain-seconds" in result.stderr and "--shutdown-timeout" in result.stderr, result.stderr
+
+
+def test_readyz_needs_no_token(admin_qri):
+    srv = admin_qri()
+    resp = srv.admin_client(token=None).get("/readyz")
+    assert (resp.status_code, resp.text) == (200, "ok")
