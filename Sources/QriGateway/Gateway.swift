@@ -26,15 +26,27 @@ public final class Gateway: @unchecked Sendable {
     private var workers: [LoopWorker] = []
     private var threads: [LoopThread] = []
     private let logger: Logger
+    /// Session-ticket keys, kept across certificate reloads.
+    private let ticketKeys = TicketKeys()
 
     /// Loads the certificate and sizes the limits; binds nothing yet.
     /// - Parameter exportMetrics: renders `/metrics`; nil when no metrics backend is set up.
     public init(configuration: GatewayConfiguration, logger: Logger,
                 exportMetrics: (@Sendable () -> [UInt8])? = nil) throws(ConfigurationError) {
         self.logger = logger
+        if let file = configuration.ticketKeyFile {
+            do {
+                let count = try ticketKeys.load(file: file)
+                logger.info("ticket keys loaded", metadata: ["file": "\(file)", "keys": "\(count)"])
+            } catch {
+                throw ConfigurationError("--ticket-key-file: \(error)")
+            }
+        } else {
+            ticketKeys.rotateRandom()
+        }
         let tls: TLSContext
         do {
-            tls = try Self.loadTLS(configuration)
+            tls = try Self.loadTLS(configuration, ticketKeys)
         } catch {
             throw ConfigurationError("cannot load certificate: \(error)")
         }
@@ -77,6 +89,11 @@ public final class Gateway: @unchecked Sendable {
         let publicAddress = try bind(configuration.listen, kind: .public)
         let adminAddress = try bind(configuration.adminListen, kind: .admin)
         let ingestAddress = try configuration.ingestListen.map { (a) throws(SystemError) in try bind(a, kind: .ingest) }
+        if configuration.ticketKeyFile == nil, let first = workers.first {
+            // A new random key every hour; the previous one still decrypts for the next hour.
+            let keys = ticketKeys
+            first.loop.every(nanoseconds: Self.ticketKeyRotation) { keys.rotateRandom() }
+        }
         for worker in workers {
             threads.append(LoopThread(name: "qri-loop-\(worker.index)") { worker.loop.run() })
         }
@@ -103,7 +120,7 @@ public final class Gateway: @unchecked Sendable {
     public func reloadCertificate() -> Bool {
         let configuration = core.configuration
         do {
-            let tls = try Self.loadTLS(configuration)
+            let tls = try Self.loadTLS(configuration, ticketKeys)
             core.replaceTLSContext(tls)
             core.metrics.certReloadsOK.increment()
             core.metrics.certExpiry.record(Double(tls.notAfter))
@@ -118,9 +135,27 @@ public final class Gateway: @unchecked Sendable {
     }
 
     /// The certificate, key and OCSP response, as at start-up and on SIGHUP.
-    private static func loadTLS(_ configuration: GatewayConfiguration) throws(TLSError) -> TLSContext {
+    private static func loadTLS(_ configuration: GatewayConfiguration, _ ticketKeys: TicketKeys) throws(TLSError) -> TLSContext {
         try TLSContext(certificateFile: configuration.certificateFile, keyFile: configuration.keyFile,
-                       ocspFile: configuration.ocspFile)
+                       ocspFile: configuration.ocspFile, ticketKeys: ticketKeys)
+    }
+
+    private static let ticketKeyRotation: UInt64 = 3600 * 1_000_000_000
+
+    /// Re-reads TICKET_KEY_FILE (on SIGHUP, whatever becomes of the certificate); a file that
+    /// cannot be read or is malformed leaves the keys in use. Returns whether it succeeded;
+    /// true without a file.
+    @discardableResult
+    public func reloadTicketKeys() -> Bool {
+        guard let file = core.configuration.ticketKeyFile else { return true }
+        do {
+            let count = try ticketKeys.load(file: file)
+            logger.notice("ticket keys reloaded", metadata: ["file": "\(file)", "keys": "\(count)"])
+            return true
+        } catch {
+            logger.error("ticket key reload failed; keeping the old keys", metadata: ["error": "\(error)"])
+            return false
+        }
     }
 
     /// Whether the `--ocsp-file` response is stapled, and until when (or why not).

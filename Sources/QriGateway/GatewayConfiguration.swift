@@ -32,6 +32,8 @@ public struct GatewayConfiguration: Sendable {
     /// A DER OCSP response to staple while valid; nil: no stapling.
     public var ocspFile: String? = nil
     public var adminTokenFile: String?
+    /// Session-ticket keys in nginx's 80-byte format; nil: random keys rotated hourly.
+    public var ticketKeyFile: String? = nil
     /// The admin bearer token; nil when none is configured. Never logged.
     public var adminToken: [UInt8]?
     public var adminPlaintext = false

@@ -71,6 +71,8 @@ extension Option {
                "TLS handshakes in progress per loop on the public listener; more connections wait in the kernel's accept queue"),
         Option("drain-seconds", "SECONDS", .value("0"), \.drainSeconds, .seconds(minimum: 0),
                "on SIGTERM, close streams spread evenly over this time (must be below --shutdown-timeout)"),
+        Option("ticket-key-file", "FILE", .words("none"), \.ticketKeyFile, .path,
+               "TLS session-ticket keys, 80-byte keys in nginx's format, newest first (the first encrypts, all decrypt); re-read on SIGHUP; without it, random keys rotated hourly"),
         Option("retry-jitter", "SECONDS", .value("3"), \.retryJitter, .seconds(minimum: 0),
                "a stream's retry: is 2000 ms plus a random share of this, so clients dropped together come back spread out"),
     ]

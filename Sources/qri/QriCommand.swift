@@ -67,6 +67,7 @@ enum QriCommand {
             let signal = ProcessSetup.waitForSignal(signals)
             if signal == SIGHUP {
                 gateway.reloadCertificate()
+                gateway.reloadTicketKeys()
                 continue
             }
             logger.notice("shutting down", metadata: ["signal": "\(signal)"])
