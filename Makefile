@@ -5,6 +5,8 @@
 #   make certs   development certificate, key and admin token under certs/
 #   make run     build, make dev certs, run the gateway in the foreground
 #   make run-cluster  the same with a local redis-server and three nodes (config/cluster.yaml)
+#   make tour    the README's 60-second tour against the running gateway (brings qri-py into .venv)
+#   make send    one message with qri-py: make send PEER=1 CHECKSUM=x MESSAGE='hello'
 #   make test    Swift unit tests, a short fuzz, the bench smoke run, the Python integration
 #                tests against the release binary (docs/openapi.yaml checked by schemathesis
 #                among them), then the admin and ingest paths again against
@@ -34,7 +36,7 @@ for p in $(1); do \
 done
 endef
 
-.PHONY: deps apt-deps ssl-deps venv build certs run run-cluster test unit-test integration-test sanitize-test fuzz fuzz-smoke clean distclean
+.PHONY: deps apt-deps ssl-deps venv-deps qri-py build certs run run-cluster tour send test unit-test integration-test sanitize-test fuzz fuzz-smoke clean distclean
 
 deps: apt-deps venv
 
@@ -64,6 +66,38 @@ $(VENV_STAMP): $(REQUIREMENTS)
 	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q -r $(REQUIREMENTS)
 	@touch $@
+
+# What `python3 -m venv` needs (Debian splits it out as python3-venv).
+venv-deps:
+	@if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
+	  echo "deps: installing python3-venv"; \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends python3-venv; \
+	fi
+
+# qri-py (and what it pulls in) in the venv, at the versions the tests pin: all the tour
+# needs, without the test suite's other packages.
+qri-py: venv-deps
+	@if ! $(VENV)/bin/python -c 'import qri_py' 2>/dev/null; then \
+	  [ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV); \
+	  $(VENV)/bin/python -m pip install -q $$(grep -E '^(qri-py|pyasn1)==' $(REQUIREMENTS)); \
+	fi
+
+# The README's 60-second tour, against the gateway `make run` started (in another terminal).
+tour: qri-py
+	@bash tools/tour.sh
+
+# One message over the ingest port with qri-py: make send PEER=1 CHECKSUM=x MESSAGE='hello'
+PEER     ?= 1
+CHECKSUM ?= x
+MESSAGE  ?= hello from qri-py
+INGEST   ?= 127.0.0.1:5679
+send: export SEND_PEER := $(PEER)
+send: export SEND_CHECKSUM := $(CHECKSUM)
+send: export SEND_MESSAGE := $(MESSAGE)
+send: export SEND_INGEST := $(INGEST)
+send: qri-py
+	@$(VENV)/bin/python tools/send.py
 
 build: ssl-deps
 	swift build -c release

@@ -14,7 +14,12 @@
 #include <openssl/bio.h>
 #include <openssl/asn1.h>
 #include <openssl/ocsp.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/core_names.h>
+#include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 static inline long cqri_SSL_CTX_set_mode(SSL_CTX *ctx, long mode) { return SSL_CTX_set_mode(ctx, mode); }
@@ -116,5 +121,90 @@ static inline X509 *cqri_sk_X509_value(const STACK_OF(X509) *sk, int i) { return
 
 // Client side (qri-bench): SNI is a macro over SSL_ctrl.
 static inline int cqri_SSL_set_tlsext_host_name(SSL *ssl, const char *name) { return (int)SSL_set_tlsext_host_name(ssl, name); }
+
+/// Session-ticket keys shared by every SSL_CTX of the process (a certificate reload makes a
+/// new context but keeps the keys): nginx's 80-byte format, 16 name + 32 HMAC-SHA256 key +
+/// 32 AES-256-CBC key, newest first. The first encrypts; all decrypt. Loop threads read the
+/// keys in the callback while a reload or rotation replaces them: a read-write lock guards
+/// them. Kept in C because the callback has C types and runs on OpenSSL's stack.
+#define CQRI_TICKET_KEY_BYTES 80
+#define CQRI_MAX_TICKET_KEYS 16
+typedef struct {
+    pthread_rwlock_t lock;
+    int count;
+    unsigned char keys[CQRI_MAX_TICKET_KEYS][CQRI_TICKET_KEY_BYTES];
+} cqri_ticket_keys;
+
+static inline cqri_ticket_keys *cqri_ticket_keys_new(void) {
+    cqri_ticket_keys *k = calloc(1, sizeof *k);
+    if (k && pthread_rwlock_init(&k->lock, NULL) != 0) { free(k); return NULL; }
+    return k;
+}
+
+static inline void cqri_ticket_keys_free(cqri_ticket_keys *k) {
+    if (!k) return;
+    pthread_rwlock_destroy(&k->lock);
+    OPENSSL_cleanse(k->keys, sizeof k->keys);
+    free(k);
+}
+
+/// Replaces the keys with `count` keys of 80 bytes each from `bytes`; returns 0, or -1 when
+/// count is out of range (the old keys stay).
+static inline int cqri_ticket_keys_set(cqri_ticket_keys *k, const unsigned char *bytes, int count) {
+    if (count < 1 || count > CQRI_MAX_TICKET_KEYS) return -1;
+    pthread_rwlock_wrlock(&k->lock);
+    OPENSSL_cleanse(k->keys, sizeof k->keys);
+    memcpy(k->keys, bytes, (size_t)count * CQRI_TICKET_KEY_BYTES);
+    k->count = count;
+    pthread_rwlock_unlock(&k->lock);
+    return 0;
+}
+
+/// The SSL_CTX_set_tlsext_ticket_key_evp_cb(3) callback: encrypts with the first key,
+/// decrypts with the key the ticket names (1 for the first key; 2, "renew", for an older
+/// one, so the client gets a ticket under the current key; 0, a full handshake, when none
+/// matches). The keys come from the context's app data.
+static inline int cqri_ticket_key_cb(SSL *s, unsigned char key_name[16], unsigned char *iv,
+                                     EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc) {
+    cqri_ticket_keys *k = (cqri_ticket_keys *)SSL_CTX_get_app_data(SSL_get_SSL_CTX(s));
+    unsigned char key[CQRI_TICKET_KEY_BYTES];
+    int found = -1;
+    if (!k) return -1;
+    pthread_rwlock_rdlock(&k->lock);
+    if (enc) {
+        if (k->count > 0) { memcpy(key, k->keys[0], sizeof key); found = 0; }
+    } else {
+        for (int i = 0; i < k->count; i++) {
+            if (memcmp(k->keys[i], key_name, 16) == 0) { memcpy(key, k->keys[i], sizeof key); found = i; break; }
+        }
+    }
+    pthread_rwlock_unlock(&k->lock);
+    if (found < 0) return enc ? -1 : 0;
+    OSSL_PARAM params[3];
+    params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, key + 16, 32);
+    params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[2] = OSSL_PARAM_construct_end();
+    int ok;
+    if (enc) {
+        memcpy(key_name, key, 16);
+        ok = RAND_bytes(iv, 16) == 1
+            && EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, key + 48, iv) == 1
+            && EVP_MAC_CTX_set_params(hctx, params) == 1;
+    } else {
+        ok = EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, key + 48, iv) == 1
+            && EVP_MAC_CTX_set_params(hctx, params) == 1;
+    }
+    OPENSSL_cleanse(key, sizeof key);
+    if (!ok) return -1;
+    return enc ? 1 : (found == 0 ? 1 : 2);
+}
+
+/// Makes `ctx` encrypt and decrypt tickets with `keys` (its app data; the caller keeps the
+/// keys alive as long as the context). SSL_CTX_set_tlsext_ticket_key_evp_cb and
+/// SSL_CTX_set_app_data are macros.
+static inline int cqri_SSL_CTX_use_ticket_keys(SSL_CTX *ctx, cqri_ticket_keys *keys) {
+    if (SSL_CTX_set_app_data(ctx, keys) != 1) return 0;
+    return (int)SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, cqri_ticket_key_cb);
+}
 
 #endif

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <sys/resource.h>
 #include <stdio.h>
+#include <string.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
@@ -14,6 +15,19 @@
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+
+/// The address bytes and family (4, 6, or 0) of an accepted peer.
+static void cqri_copy_peer(const struct sockaddr_storage *ss, uint8_t *address, int *family) {
+    if (ss->ss_family == AF_INET) {
+        memcpy(address, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+        *family = 4;
+    } else if (ss->ss_family == AF_INET6) {
+        memcpy(address, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+        *family = 6;
+    } else {
+        *family = 0;
+    }
+}
 
 #ifdef __linux__
 int cqri_has_epoll(void) { return 1; }
@@ -60,7 +74,13 @@ int cqri_signalfd_read(int fd) {
     return (int)info.ssi_signo;
 }
 
-int cqri_accept(int fd) { return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+int cqri_accept(int fd, uint8_t *address, int *family) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int c = accept4(fd, address ? (struct sockaddr *)&ss : NULL, address ? &len : NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (c >= 0 && address) cqri_copy_peer(&ss, address, family);
+    return c;
+}
 #else
 int cqri_has_epoll(void) { return 0; }
 int cqri_epoll_create(void) { errno = ENOSYS; return -1; }
@@ -69,9 +89,12 @@ int cqri_epoll_wait(int epfd, cqri_event *events, int max, int timeout_ms) { err
 int cqri_eventfd(void) { errno = ENOSYS; return -1; }
 int cqri_signalfd(const int *signals, int count) { errno = ENOSYS; return -1; }
 int cqri_signalfd_read(int fd) { return -1; }
-int cqri_accept(int fd) {
-    int c = accept(fd, NULL, NULL);
+int cqri_accept(int fd, uint8_t *address, int *family) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int c = accept(fd, address ? (struct sockaddr *)&ss : NULL, address ? &len : NULL);
     if (c >= 0) { cqri_set_nonblocking(c); fcntl(c, F_SETFD, FD_CLOEXEC); }
+    if (c >= 0 && address) cqri_copy_peer(&ss, address, family);
     return c;
 }
 #endif

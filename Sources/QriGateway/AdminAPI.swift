@@ -63,6 +63,10 @@ final class AdminAPI: Sendable {
         }
         if head.pathIs("/readyz") {
             guard head.methodIs("GET") || head.methodIs("HEAD") else { return notAllowed("GET, HEAD") }
+            if core.draining {
+                return AdminResponse(status: .serviceUnavailable, headers: [("Content-Type", "text/plain"), ("Retry-After", "1")],
+                                     body: Array("draining".utf8))
+            }
             if let reason = core.cluster?.notReadyReason() {
                 return AdminResponse(status: .serviceUnavailable, headers: [("Content-Type", "text/plain"), ("Retry-After", "1")],
                                      body: Array(reason.utf8))
@@ -154,7 +158,8 @@ final class AdminAPI: Sendable {
             }
             let isPost = head.methodIs("POST")
             guard isPost || head.methodIs("DELETE") else { return notAllowed("GET, POST, DELETE") }
-            let fields = try AdminFields.read(request)
+            // POST reads its fields from the body only; DELETE from the body or the query.
+            let fields = try AdminFields.read(request, fromQuery: !isPost)
             let type = try type(fields)
             guard isPost else { return changeStored(.remove(type: type)) }
             guard let field = fields["message"] else { throw AdminError("missing field message") }

@@ -52,8 +52,9 @@ struct AdminFields {
 
     /// The fields of `request`'s query string and of its body, a form or a JSON object;
     /// `parsedJSON` is the body when the caller has parsed it already.
-    static func read(_ request: HTTPRequest, parsedJSON: JSONValue? = nil) throws(AdminError) -> AdminFields {
-        var fields = AdminFields(query: request.head.query)
+    /// `fromQuery` false leaves the query string out (a POST reads its body only).
+    static func read(_ request: HTTPRequest, parsedJSON: JSONValue? = nil, fromQuery: Bool = true) throws(AdminError) -> AdminFields {
+        var fields = AdminFields(query: fromQuery ? request.head.query : [])
         guard !request.body.isEmpty else { return fields }
         switch AdminBodyKind(request.head) {
         case .form:

@@ -40,6 +40,9 @@ public enum ConfigurationLoader {
         if c.streamBufferBytes < 2 * c.maxFrameBytes {
             throw ConfigurationError("--stream-buffer-bytes (\(c.streamBufferBytes)) must be at least twice --max-frame-bytes (\(c.maxFrameBytes))")
         }
+        if c.drainSeconds > 0 && c.drainSeconds >= c.shutdownTimeout {
+            throw ConfigurationError("--drain-seconds (\(c.drainSeconds)) must be below --shutdown-timeout (\(c.shutdownTimeout))")
+        }
         return c
     }
 

@@ -13,6 +13,10 @@ class Connection: ReadinessHandler {
 
     private(set) var isClosed = false
     private var handshaking: Bool
+    /// Whether this connection holds one of its loop's MAX_HANDSHAKES slots.
+    var holdsHandshakeSlot = false
+    /// Whether the client has sent anything yet (its handshake has begun).
+    private(set) var clientSpoke = false
     /// Close once the output queue is empty.
     private var closeWhenFlushed = false
     /// Half-close once the output queue is empty, and close when the peer does.
@@ -31,6 +35,8 @@ class Connection: ReadinessHandler {
     /// The armed timeout's deadline (monotonic ns), 0 when none.
     var deadline: UInt64 = 0
     var timeoutKind = LoopWorker.TimeoutKind.handshake
+    /// The client's address when it is counted against MAX_CONNECTIONS_PER_IP.
+    var countedPeer: PeerAddress?
 
     init(worker: LoopWorker, transport: any Transport, listener: GatewayMetrics.Listener, tls: Bool) {
         self.worker = worker
@@ -86,9 +92,15 @@ class Connection: ReadinessHandler {
     }
 
     private func advanceHandshake() {
+        if !clientSpoke {
+            // Past MAX_HANDSHAKES it waits, unwatched, until a slot frees.
+            guard worker.clientSpoke(self) else { return }
+            clientSpoke = true
+        }
         switch transport.handshake() {
         case .done:
             handshaking = false
+            worker.handshakeEnded(self)
             worker.gateway.metrics.handshakesOK.increment()
             countResumption()
             worker.disarm(self)
@@ -230,6 +242,7 @@ class Connection: ReadinessHandler {
     func close() {
         if isClosed { return }
         isClosed = true
+        worker.handshakeEnded(self)
         worker.loop.unregister(fd: transport.fd)
         transport.close()
         output.removeAll()

@@ -27,15 +27,27 @@ public final class Gateway: @unchecked Sendable {
     private var workers: [LoopWorker] = []
     private var threads: [LoopThread] = []
     private let logger: Logger
+    /// Session-ticket keys, kept across certificate reloads.
+    private let ticketKeys = TicketKeys()
 
     /// Loads the certificate and sizes the limits; binds nothing yet.
     /// - Parameter exportMetrics: renders `/metrics`; nil when no metrics backend is set up.
     public init(configuration: GatewayConfiguration, logger: Logger,
                 exportMetrics: (@Sendable () -> [UInt8])? = nil) throws(ConfigurationError) {
         self.logger = logger
+        if let file = configuration.ticketKeyFile {
+            do {
+                let count = try ticketKeys.load(file: file)
+                logger.info("ticket keys loaded", metadata: ["file": "\(file)", "keys": "\(count)"])
+            } catch {
+                throw ConfigurationError("--ticket-key-file: \(error)")
+            }
+        } else {
+            ticketKeys.rotateRandom()
+        }
         let tls: TLSContext
         do {
-            tls = try Self.loadTLS(configuration)
+            tls = try Self.loadTLS(configuration, ticketKeys)
         } catch {
             throw ConfigurationError("cannot load certificate: \(error)")
         }
@@ -95,6 +107,11 @@ public final class Gateway: @unchecked Sendable {
         let publicAddress = try bind(configuration.listen, kind: .public)
         let adminAddress = try bind(configuration.adminListen, kind: .admin)
         let ingestAddress = try configuration.ingestListen.map { (a) throws(SystemError) in try bind(a, kind: .ingest) }
+        if configuration.ticketKeyFile == nil, let first = workers.first {
+            // A new random key every hour; the previous one still decrypts for the next hour.
+            let keys = ticketKeys
+            first.loop.every(nanoseconds: Self.ticketKeyRotation) { keys.rotateRandom() }
+        }
         for worker in workers {
             threads.append(LoopThread(name: "qri-loop-\(worker.index)") { worker.loop.run() })
         }
@@ -106,7 +123,9 @@ public final class Gateway: @unchecked Sendable {
     private func bind(_ address: SocketAddress, kind: GatewayMetrics.Listener) throws(SystemError) -> SocketAddress {
         var resolved = address
         for worker in workers {
-            let socket = try ListeningSocket(address: resolved, reusePort: true)
+            // The public backlog holds a reconnect storm while MAX_HANDSHAKES keeps it waiting
+            // (the kernel caps it at net.core.somaxconn).
+            let socket = try ListeningSocket(address: resolved, reusePort: true, backlog: kind == .public ? 65535 : 4096)
             resolved = socket.address
             try worker.listen(on: socket, kind: kind)
         }
@@ -119,7 +138,7 @@ public final class Gateway: @unchecked Sendable {
     public func reloadCertificate() -> Bool {
         let configuration = core.configuration
         do {
-            let tls = try Self.loadTLS(configuration)
+            let tls = try Self.loadTLS(configuration, ticketKeys)
             core.replaceTLSContext(tls)
             core.metrics.certReloadsOK.increment()
             core.metrics.certExpiry.record(Double(tls.notAfter))
@@ -134,9 +153,27 @@ public final class Gateway: @unchecked Sendable {
     }
 
     /// The certificate, key and OCSP response, as at start-up and on SIGHUP.
-    private static func loadTLS(_ configuration: GatewayConfiguration) throws(TLSError) -> TLSContext {
+    private static func loadTLS(_ configuration: GatewayConfiguration, _ ticketKeys: TicketKeys) throws(TLSError) -> TLSContext {
         try TLSContext(certificateFile: configuration.certificateFile, keyFile: configuration.keyFile,
-                       ocspFile: configuration.ocspFile)
+                       ocspFile: configuration.ocspFile, ticketKeys: ticketKeys)
+    }
+
+    private static let ticketKeyRotation: UInt64 = 3600 * 1_000_000_000
+
+    /// Re-reads TICKET_KEY_FILE (on SIGHUP, whatever becomes of the certificate); a file that
+    /// cannot be read or is malformed leaves the keys in use. Returns whether it succeeded;
+    /// true without a file.
+    @discardableResult
+    public func reloadTicketKeys() -> Bool {
+        guard let file = core.configuration.ticketKeyFile else { return true }
+        do {
+            let count = try ticketKeys.load(file: file)
+            logger.notice("ticket keys reloaded", metadata: ["file": "\(file)", "keys": "\(count)"])
+            return true
+        } catch {
+            logger.error("ticket key reload failed; keeping the old keys", metadata: ["error": "\(error)"])
+            return false
+        }
     }
 
     /// Whether the `--ocsp-file` response is stapled, and until when (or why not).
@@ -144,6 +181,22 @@ public final class Gateway: @unchecked Sendable {
         guard let ocsp = tls.ocsp, let file = configuration.ocspFile else { return }
         let (stapled, text) = ocsp.summary(now: Int64(time(nil)))
         logger.log(level: stapled ? .info : .warning, "OCSP response \(text)", metadata: ["file": "\(file)"])
+    }
+
+    /// The paced part of a shutdown (DRAIN_SECONDS): stops accepting on the public listener,
+    /// `/readyz` answers 503, each loop closes its streams evenly spread over `seconds`, and
+    /// admin and ingest keep serving. Returns once no public connection is left, or a little
+    /// after `seconds` (never past `budget`, the shutdown timeout). Call `shutdown()` next.
+    public func drain(seconds: Double, budget: Double) {
+        core.draining = true
+        for worker in workers {
+            worker.loop.execute { worker.startDraining(seconds: seconds) }
+        }
+        let start = Clock.monotonicNanoseconds()
+        let limit = start + min(seconds + 1, max(seconds, budget - 0.25)).nanoseconds
+        while core.openConnections(.public) > 0 && Clock.monotonicNanoseconds() < limit {
+            usleep(10_000)
+        }
     }
 
     /// Stops accepting, closes every connection with a close_notify, stops the loops and

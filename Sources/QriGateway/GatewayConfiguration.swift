@@ -33,6 +33,8 @@ public struct GatewayConfiguration: Sendable {
     /// A DER OCSP response to staple while valid; nil: no stapling.
     public var ocspFile: String? = nil
     public var adminTokenFile: String?
+    /// Session-ticket keys in nginx's 80-byte format; nil: random keys rotated hourly.
+    public var ticketKeyFile: String? = nil
     /// The admin bearer token; nil when none is configured. Never logged.
     public var adminToken: [UInt8]?
     public var adminPlaintext = false
@@ -51,6 +53,11 @@ public struct GatewayConfiguration: Sendable {
     public var maxAdminConnections = 256
     /// Open ingest connections; their descriptors are kept out of the public listener's reach.
     public var maxIngestConnections = 1024
+    /// Open public connections per client address (IPv6 per /64); 0: no cap.
+    public var maxConnectionsPerIP = 0
+    /// TLS handshakes in progress per loop on the public listener; past it, new connections
+    /// wait in the kernel's accept queue.
+    public var maxHandshakes = 64
     /// Seconds to complete an ingest frame once its first byte arrived.
     public var frameTimeout: Double = 30
     public var maxHeaderBytes = 8 << 10
@@ -61,6 +68,9 @@ public struct GatewayConfiguration: Sendable {
     public var handshakeTimeout: Double = 10
     public var idleTimeout: Double = 60
     public var shutdownTimeout: Double = 5
+    /// On SIGTERM or SIGINT, the time over which streams are closed, evenly spread, while
+    /// admin and ingest keep serving; 0: close everything at once. Below `shutdownTimeout`.
+    public var drainSeconds: Double = 0
     public var stateFile = "state/backdoor.json"
     public var logLevel = "info"
     /// The Redis servers of the cluster, in order; empty: one node on its own.
@@ -73,6 +83,8 @@ public struct GatewayConfiguration: Sendable {
     public var nodeName: String?
     /// What the browser waits before reconnecting, sent as the stream's `retry:` field.
     public var retryMilliseconds = 2000
+    /// Seconds of uniform random share added, in whole ms, to each stream's `retry:`.
+    public var retryJitter: Double = 3
 
     public init() {}
 }

@@ -16,12 +16,16 @@ final class GatewayCore: Sendable {
     let limits: ConnectionLimits
     /// This node's part of a cluster; nil on a node on its own.
     let cluster: ClusterNode?
+    /// Open public connections per client address (MAX_CONNECTIONS_PER_IP).
+    let perAddress: PerAddressCounts
 
     private let currentTLS: Mutex<TLSContext>
     private let workers = Mutex<[LoopWorker]>([])
     private let openPublic = Atomic<Int>(0)
     private let openAdmin = Atomic<Int>(0)
     private let openIngest = Atomic<Int>(0)
+    private let handshakePeak = Atomic<Int>(0)
+    private let drainingFlag = Atomic<Bool>(false)
 
     init(configuration: GatewayConfiguration, registry: Registry, metrics: GatewayMetrics, logger: Logger,
          tls: TLSContext, limits: ConnectionLimits, cluster: ClusterNode? = nil) {
@@ -31,6 +35,7 @@ final class GatewayCore: Sendable {
         self.metrics = metrics
         self.logger = logger
         self.limits = limits
+        perAddress = PerAddressCounts(limit: configuration.maxConnectionsPerIP)
         warnings = RateLimitedLog(logger: logger)
         currentTLS = Mutex(tls)
     }
@@ -77,6 +82,28 @@ final class GatewayCore: Sendable {
         }
         return true
     }
+
+    /// Records a loop's new peak of handshakes in progress when it is the highest of all.
+    func recordHandshakePeak(_ peak: Int) {
+        var seen = handshakePeak.load(ordering: .relaxed)
+        while peak > seen {
+            let (exchanged, original) = handshakePeak.compareExchange(expected: seen, desired: peak, ordering: .relaxed)
+            if exchanged {
+                metrics.handshakesInProgressPeak.record(peak)
+                return
+            }
+            seen = original
+        }
+    }
+
+    /// Whether a paced drain is under way (`/readyz` answers 503).
+    var draining: Bool {
+        get { drainingFlag.load(ordering: .relaxed) }
+        set { drainingFlag.store(newValue, ordering: .relaxed) }
+    }
+
+    /// Open connections of `listener`, all loops together.
+    func openConnections(_ listener: GatewayMetrics.Listener) -> Int { addOpen(0, listener) }
 
     func releaseConnection(_ listener: GatewayMetrics.Listener) {
         _ = addOpen(-1, listener)

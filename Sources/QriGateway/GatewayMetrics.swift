@@ -12,7 +12,7 @@ public final class GatewayMetrics: Sendable {
         case headerTooLarge = "header_too_large", bodyTooLarge = "body_too_large"
         case badRequest = "bad_request", badFrame = "bad_frame"
         case maxAdminConnections = "max_admin_connections", maxIngestConnections = "max_ingest_connections"
-        case frameTimeout = "frame_timeout"
+        case frameTimeout = "frame_timeout", perIP = "per_ip"
     }
 
     private let connections: [Meter]
@@ -27,6 +27,13 @@ public final class GatewayMetrics: Sendable {
     let handshakesFailed = Counter(label: "qri_tls_handshakes_total", dimensions: [("result", "failed")])
     let resumedFromCache = Counter(label: "qri_tls_resumptions_total", dimensions: [("kind", "cache")])
     let resumedWithTicket = Counter(label: "qri_tls_resumptions_total", dimensions: [("kind", "ticket")])
+    /// TLS handshakes in progress on the public listener, all loops together.
+    let handshakesInProgress = Meter(label: "qri_tls_handshakes_in_progress")
+    /// The most handshakes ever in progress at once on one loop (MAX_HANDSHAKES bounds it).
+    let handshakesInProgressPeak = Gauge(label: "qri_tls_handshakes_in_progress_peak")
+    /// Times a loop stopped accepting on the public listener because MAX_HANDSHAKES were
+    /// in progress.
+    let acceptPausesForHandshakes = Counter(label: "qri_accept_paused_total", dimensions: [("reason", "max_handshakes")])
     let certReloadsOK = Counter(label: "qri_cert_reloads_total", dimensions: [("result", "ok")])
     let certReloadsFailed = Counter(label: "qri_cert_reloads_total", dimensions: [("result", "failed")])
     let certExpiry = Gauge(label: "qri_cert_expiry_timestamp_seconds")

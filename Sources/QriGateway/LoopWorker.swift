@@ -70,6 +70,7 @@ final class LoopWorker: EventSink, @unchecked Sendable {
             self.resumePausedAcceptors()
         }
         loop.every(nanoseconds: 5_000_000) { [unowned self] in self.resumeIngestIfDrained() }
+        loop.every(nanoseconds: 25_000_000) { [unowned self] in self.releaseSilentHandshakeSlots() }
         // Each stream still gets one Tick per interval, but the streams of a loop are ticked
         // in slices, one every 100 ms, so that no pass writes to many of them at once (a
         // write costs ~10 µs: 10,000 streams in 16 slices stalled the loop ~8 ms per slice).
@@ -95,7 +96,8 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         acceptors.append(acceptor)
     }
 
-    func accepted(fd: Int32, kind: GatewayMetrics.Listener) {
+    func accepted(_ socket: AcceptedSocket, kind: GatewayMetrics.Listener) {
+        let fd = socket.fd
         guard gateway.admitConnection(kind) else {
             let reason: GatewayMetrics.RejectReason = switch kind {
             case .public: .maxConnections
@@ -103,6 +105,15 @@ final class LoopWorker: EventSink, @unchecked Sendable {
             case .ingest: .maxIngestConnections
             }
             reject(fd: fd, reason)
+            PlainTransport(fd: fd).close()
+            return
+        }
+        // One address may not take every public connection: over its cap, accepted and
+        // closed at once, like the global cap.
+        let countedPeer = kind == .public && gateway.perAddress.limit > 0 ? socket.peer : nil
+        guard gateway.perAddress.admit(countedPeer) else {
+            gateway.releaseConnection(kind)
+            reject(fd: fd, .perIP)
             PlainTransport(fd: fd).close()
             return
         }
@@ -125,14 +136,106 @@ final class LoopWorker: EventSink, @unchecked Sendable {
             try loop.register(fd: fd, interest: .readable, handler: connection)
         } catch {
             gateway.releaseConnection(kind)
+            gateway.perAddress.release(countedPeer)
             connection.transport.close()
             return
         }
+        connection.countedPeer = countedPeer
         nextSerial += 1
         connection.serial = nextSerial
         connections[nextSerial] = connection
         gateway.metrics.connectionOpened(kind)
+        if kind == .public { handshakeStarted(connection) }
         connection.start()
+    }
+
+    // MARK: Handshake admission
+
+    /// Public connections accepted whose TLS handshake has not ended (MAX_HANDSHAKES).
+    private(set) var handshakesInProgress = 0
+    private var handshakesPeak = 0
+    /// Whether the public listeners of this loop are unwatched because MAX_HANDSHAKES
+    /// handshakes are in progress: new connections wait in the kernel's accept queue (the
+    /// backlog is sized for a storm), costing this loop nothing until a slot frees.
+    private var acceptingPausedForHandshakes = false
+
+    /// How many more public connections this loop may accept now.
+    var handshakeSlotsLeft: Int { max(gateway.configuration.maxHandshakes - handshakesInProgress, 0) }
+
+    /// Connections that took a slot at accept, in accept order, until their client speaks.
+    private var silentSinceAccept = Deque<(serial: UInt64, acceptedAt: UInt64)>()
+    /// How long a connection may hold a slot without sending its ClientHello. A client sends
+    /// it with the last packet of the TCP handshake, so a storm's clients all have theirs
+    /// waiting; a connection that stays silent is no handshake to pace, and must not keep the
+    /// listener unwatched until HANDSHAKE_TIMEOUT (it takes a slot again when it speaks).
+    private static let silentSlotGrace: UInt64 = 50_000_000
+
+    private func handshakeStarted(_ connection: Connection, atAccept: Bool = true) {
+        if atAccept { silentSinceAccept.append((connection.serial, Clock.monotonicNanoseconds())) }
+        connection.holdsHandshakeSlot = true
+        handshakesInProgress += 1
+        gateway.metrics.handshakesInProgress.increment()
+        if handshakesInProgress > handshakesPeak {
+            handshakesPeak = handshakesInProgress
+            gateway.recordHandshakePeak(handshakesPeak)
+        }
+        if handshakesInProgress >= gateway.configuration.maxHandshakes && !acceptingPausedForHandshakes {
+            acceptingPausedForHandshakes = true
+            gateway.metrics.acceptPausesForHandshakes.increment()
+            for acceptor in acceptors where acceptor.kind == .public { updateWatch(acceptor) }
+        }
+    }
+
+    /// Called when a connection's handshake completes, fails, or the connection closes.
+    func handshakeEnded(_ connection: Connection) {
+        guard connection.holdsHandshakeSlot else { return }
+        connection.holdsHandshakeSlot = false
+        handshakesInProgress -= 1
+        gateway.metrics.handshakesInProgress.decrement()
+        // Connections that already spoke go before new ones from the accept queue.
+        while handshakesInProgress < gateway.configuration.maxHandshakes, let serial = waitingForSlot.popFirst() {
+            guard let waiting = connections[serial], !waiting.isClosed, !waiting.holdsHandshakeSlot else { continue }
+            handshakeStarted(waiting, atAccept: false)
+            loop.setInterest(fd: waiting.transport.fd, .readable)
+        }
+        if acceptingPausedForHandshakes && handshakesInProgress < gateway.configuration.maxHandshakes {
+            acceptingPausedForHandshakes = false
+            for acceptor in acceptors where acceptor.kind == .public { updateWatch(acceptor) }
+        }
+    }
+
+    /// Connections that gave up their slot while silent, then spoke when none was free:
+    /// unwatched until one frees, first come first served.
+    private var waitingForSlot = Deque<UInt64>()
+
+    /// A connection's client sent its first bytes. Returns whether its handshake may go on:
+    /// one that gave up its slot while silent needs a slot again, and waits for one.
+    func clientSpoke(_ connection: Connection) -> Bool {
+        guard !connection.holdsHandshakeSlot, connection.listener == .public else { return true }
+        if handshakesInProgress < gateway.configuration.maxHandshakes {
+            handshakeStarted(connection, atAccept: false)
+            return true
+        }
+        waitingForSlot.append(connection.serial)
+        loop.setInterest(fd: connection.transport.fd, .none)
+        return false
+    }
+
+    private func releaseSilentHandshakeSlots() {
+        guard !silentSinceAccept.isEmpty else { return }
+        let now = Clock.monotonicNanoseconds()
+        while let first = silentSinceAccept.first, first.acceptedAt + Self.silentSlotGrace <= now {
+            silentSinceAccept.removeFirst()
+            if let connection = connections[first.serial], !connection.clientSpoke {
+                handshakeEnded(connection)
+            }
+        }
+    }
+
+    /// Watches `acceptor`'s socket unless it is paused (handshakes, descriptor back-off, drain).
+    private func updateWatch(_ acceptor: Acceptor) {
+        let paused = acceptor.backedOff || (acceptor.kind == .public && acceptingPausedForHandshakes)
+        loop.setInterest(fd: acceptor.socket.fd, paused ? .none : .readable)
     }
 
     /// Counts a connection closed by a limit and says so (rate-limited) with its peer.
@@ -147,6 +250,7 @@ final class LoopWorker: EventSink, @unchecked Sendable {
     func forget(_ connection: Connection) {
         if connections.removeValue(forKey: connection.serial) != nil {
             gateway.releaseConnection(connection.listener)
+            gateway.perAddress.release(connection.countedPeer)
             gateway.metrics.connectionClosed(connection.listener)
             closedSinceTrim += 1
         }
@@ -176,7 +280,8 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         gateway.warnings.warning(.acceptFailed, "accept failed; backing off") {
             ["listener": "\(acceptor.kind.rawValue)", "error": "\(error)", "refused": "\(refused)"]
         }
-        loop.setInterest(fd: acceptor.socket.fd, .none)
+        acceptor.backedOff = true
+        updateWatch(acceptor)
         pausedAcceptors.append((acceptor, Clock.monotonicNanoseconds() + Self.acceptBackOff))
     }
 
@@ -193,9 +298,8 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         let now = Clock.monotonicNanoseconds()
         pausedAcceptors.removeAll { paused in
             guard paused.until <= now else { return false }
-            if acceptors.contains(where: { $0 === paused.acceptor }) {
-                loop.setInterest(fd: paused.acceptor.socket.fd, .readable)
-            }
+            paused.acceptor.backedOff = false
+            if acceptors.contains(where: { $0 === paused.acceptor }) { updateWatch(paused.acceptor) }
             return true
         }
     }
@@ -390,6 +494,52 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         }
     }
 
+    // MARK: Drain
+
+    /// The streams a drain closes, in order, and when it started (monotonic ns).
+    private var drainQueue: [StreamConnection] = []
+    private var drainClosed = 0
+    private var drainStart: UInt64 = 0
+    private var drainNanoseconds: UInt64 = 0
+
+    /// Stops accepting on the public listener and closes this loop's streams one after the
+    /// other, evenly spread over `seconds` (the first at once, the last at (n-1)/n of it).
+    /// Public connections that are not streams yet are closed at once; admin and ingest go on.
+    func startDraining(seconds: Double) {
+        for acceptor in acceptors where acceptor.kind == .public {
+            loop.unregister(fd: acceptor.socket.fd)
+            acceptor.socket.close()
+        }
+        acceptors.removeAll { $0.kind == .public }
+        var streams: [StreamConnection] = []
+        for serial in connections.keys.sorted() {
+            guard let connection = connections[serial], connection.listener == .public else { continue }
+            if let stream = connection as? StreamConnection, stream.isStreaming {
+                streams.append(stream)
+            } else {
+                connection.closeGracefully()
+            }
+        }
+        drainQueue = streams
+        drainClosed = 0
+        drainStart = Clock.monotonicNanoseconds()
+        drainNanoseconds = max(seconds.nanoseconds, 1)
+        closeDueStreams()
+        loop.every(nanoseconds: 10_000_000) { [unowned self] in self.closeDueStreams() }
+    }
+
+    private func closeDueStreams() {
+        guard drainClosed < drainQueue.count else { return }
+        let elapsed = Clock.monotonicNanoseconds() - drainStart
+        let total = UInt64(drainQueue.count)
+        let due = min(Int(elapsed.multipliedFullWidth(by: total).low / drainNanoseconds) + 1, drainQueue.count)
+        while drainClosed < due {
+            drainQueue[drainClosed].closeGracefully()
+            drainClosed += 1
+        }
+        if drainClosed == drainQueue.count { drainQueue = [] ; drainClosed = 0 }
+    }
+
     // MARK: Shutdown
 
     /// Stops accepting and closes every connection in order (TLS close_notify).
@@ -410,6 +560,8 @@ final class Acceptor: ReadinessHandler {
     let socket: ListeningSocket
     let kind: GatewayMetrics.Listener
     unowned let worker: LoopWorker
+    /// Unwatched for a short while after accept(2) failed for want of descriptors.
+    var backedOff = false
 
     init(socket: ListeningSocket, kind: GatewayMetrics.Listener, worker: LoopWorker) {
         self.socket = socket
@@ -420,9 +572,11 @@ final class Acceptor: ReadinessHandler {
     func loopDidReport(readable: Bool, writable: Bool) {
         // A bounded batch per pass keeps one busy listener from starving the others.
         for _ in 0..<64 {
+            // MAX_HANDSHAKES: leave the rest in the kernel's queue until a handshake ends.
+            if kind == .public && worker.handshakeSlotsLeft == 0 { return }
             do {
-                guard let fd = try socket.accept() else { return }
-                worker.accepted(fd: fd, kind: kind)
+                guard let accepted = try socket.accept() else { return }
+                worker.accepted(accepted, kind: kind)
             } catch {
                 // EMFILE and friends: level-triggered readiness would report the listener
                 // again at once, so back off instead of spinning.

@@ -73,5 +73,15 @@ extension Option {
                "how long a publish waits for Redis before it fails"),
         Option("node-name", "NAME", .words("host name and public port"), \.nodeName, .nonEmpty,
                "this node's name in logs, metrics and the cluster"),
+        Option("max-connections-per-ip", "N", .value("0"), \.maxConnectionsPerIP, .integer(in: 0...10_000_000),
+               "open public connections per client address, 0 = off (IPv6: per /64; IPv4-mapped IPv6 counts as IPv4)"),
+        Option("max-handshakes", "N", .value("64"), \.maxHandshakes, .integer(in: 1...1_000_000),
+               "TLS handshakes in progress per loop on the public listener; more connections wait in the kernel's accept queue"),
+        Option("drain-seconds", "SECONDS", .value("0"), \.drainSeconds, .seconds(minimum: 0),
+               "on SIGTERM, close streams spread evenly over this time (must be below --shutdown-timeout)"),
+        Option("ticket-key-file", "FILE", .words("none"), \.ticketKeyFile, .path,
+               "TLS session-ticket keys, 80-byte keys in nginx's format, newest first (the first encrypts, all decrypt); re-read on SIGHUP; without it, random keys rotated hourly"),
+        Option("retry-jitter", "SECONDS", .value("3"), \.retryJitter, .seconds(minimum: 0),
+               "a stream's retry: is 2000 ms plus a random share of this, so clients dropped together come back spread out"),
     ]
 }

@@ -36,6 +36,8 @@ final class StreamConnection: Connection {
     private var heldBytes = 0
     /// Catching up after an outage: reading the history again from `lastID`.
     private var catchingUp = false
+    /// Whether the connection is an open event stream (not a handshake, head or answer).
+    var isStreaming: Bool { state == .streaming && !isClosed }
 
     init(worker: LoopWorker, transport: any Transport) {
         parser = RequestHeadParser(limit: worker.gateway.configuration.maxHeaderBytes)
@@ -163,7 +165,7 @@ final class StreamConnection: Connection {
         ])
         response.headers += cors
         var out = response.serialized()
-        SSEEncoder.appendRetry(milliseconds: gateway.configuration.retryMilliseconds, to: &out)
+        SSEEncoder.appendRetry(milliseconds: Self.retry(gateway.configuration), to: &out)
         // On a resumed stream the events before the replay carry the requested id, so a client
         // that drops before the replay resumes from the same point.
         let leadID = lastEventID ?? start.tickID
@@ -185,6 +187,13 @@ final class StreamConnection: Connection {
         gateway.metrics.delivered(.replay, count: start.replay.count)
         enqueue(out)
     }
+
+    /// The stream's `retry:`: the base plus a uniform random share of RETRY_JITTER in whole
+    /// ms, so clients dropped together (a restart, a drain) come back spread over that window.
+    static func retry(_ configuration: GatewayConfiguration) -> Int {
+        let jitter = Int((configuration.retryJitter * 1000).rounded())
+        return configuration.retryMilliseconds + (jitter > 0 ? Int.random(in: 0...jitter) : 0)
+    }
 }
 
 // MARK: Cluster mode
@@ -201,7 +210,7 @@ extension StreamConnection {
         ])
         response.headers += cors
         var out = response.serialized()
-        SSEEncoder.appendRetry(milliseconds: worker.gateway.configuration.retryMilliseconds, to: &out)
+        SSEEncoder.appendRetry(milliseconds: Self.retry(worker.gateway.configuration), to: &out)
         return out
     }
 

@@ -39,7 +39,7 @@ public final class SpareDescriptor {
             fd = -1
         }
         let refused = (try? socket.accept()).flatMap { $0 }.map { c -> Bool in
-            _ = Glibc.close(c)
+            _ = Glibc.close(c.fd)
             return true
         } ?? false
         fd = cqri_open_spare()

@@ -32,12 +32,20 @@ public final class ListeningSocket {
         self.address = SocketAddress(host: address.host, port: Self.boundPort(fd) ?? address.port)
     }
 
-    /// Accepts one connection as a non-blocking descriptor; nil when none is waiting.
-    public func accept() throws(SystemError) -> Int32? {
-        let c = cqri_accept(fd)
+    /// Accepts one connection as a non-blocking descriptor, with its peer's address; nil
+    /// when none is waiting.
+    public func accept() throws(SystemError) -> AcceptedSocket? {
+        var address = (UInt64(0), UInt64(0))
+        var family: Int32 = 0
+        let c = withUnsafeMutableBytes(of: &address) { raw in
+            cqri_accept(fd, raw.baseAddress!.assumingMemoryBound(to: UInt8.self), &family)
+        }
         if c >= 0 {
             _ = cqri_set_int_option(c, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
-            return c
+            let peer = withUnsafeBytes(of: &address) { raw in
+                PeerAddress(bytes: raw.prefix(family == 4 ? 4 : family == 6 ? 16 : 0))
+            }
+            return AcceptedSocket(fd: c, peer: peer)
         }
         let error = SystemError("accept")
         if error.wouldBlock || error.errno == EINTR || error.errno == ECONNABORTED { return nil }

@@ -18,6 +18,8 @@ public final class TLSContext: @unchecked Sendable {
     public let ocsp: OCSPState?
     /// The response stapled while valid; the status callback reads it unretained.
     private let staple: OCSPStaple?
+    /// The session-ticket keys the context's callback reads (nil: OpenSSL's own).
+    private let ticketKeys: TicketKeys?
 
     // Mozilla "intermediate" (guidelines 6.0): AEAD with forward secrecy only.
     private static let tls12Ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
@@ -26,13 +28,17 @@ public final class TLSContext: @unchecked Sendable {
     /// Reads and checks `certificateFile` (PEM, leaf first, then its chain) and `keyFile`,
     /// and `ocspFile` (DER) if given. An unreadable file throws; an OCSP response that does
     /// not fit the certificate is not stapled, and `ocsp` says why.
-    public init(certificateFile: String, keyFile: String, ocspFile: String? = nil) throws(TLSError) {
+    public init(certificateFile: String, keyFile: String, ocspFile: String? = nil,
+                ticketKeys: TicketKeys? = nil) throws(TLSError) {
         ERR_clear_error()
         guard let ctx = SSL_CTX_new(TLS_server_method()) else { throw TLSError("SSL_CTX_new") }
         var staple: OCSPStaple?
         var ocsp: OCSPState?
         do throws(TLSError) {
             try Self.configure(ctx)
+            if let ticketKeys, cqri_SSL_CTX_use_ticket_keys(ctx, ticketKeys.store) != 1 {
+                throw TLSError("setting the ticket key callback")
+            }
             guard SSL_CTX_use_certificate_chain_file(ctx, certificateFile) == 1 else {
                 throw TLSError("reading certificate \(certificateFile)")
             }
@@ -56,6 +62,7 @@ public final class TLSContext: @unchecked Sendable {
         notAfter = certificate.flatMap { Self.epochSeconds(X509_get0_notAfter($0)) } ?? 0
         self.ocsp = ocsp
         self.staple = staple
+        self.ticketKeys = ticketKeys
     }
 
     deinit { SSL_CTX_free(context) }

@@ -8,6 +8,11 @@ public struct TLSError: Error, CustomStringConvertible, Sendable {
         description = "\(what): \(Self.drainErrorQueue())"
     }
 
+    /// An error that OpenSSL did not report (a file of the wrong size).
+    init(plain what: String) {
+        description = what
+    }
+
     /// Empties this thread's OpenSSL error queue into one line.
     static func drainErrorQueue() -> String {
         var parts: [String] = []

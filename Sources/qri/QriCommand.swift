@@ -67,6 +67,7 @@ enum QriCommand {
             let signal = ProcessSetup.waitForSignal(signals)
             if signal == SIGHUP {
                 gateway.reloadCertificate()
+                gateway.reloadTicketKeys()
                 continue
             }
             logger.notice("shutting down", metadata: ["signal": "\(signal)"])
@@ -77,6 +78,10 @@ enum QriCommand {
                 let line = "qri: shutdown budget of \(budget) s exceeded; exiting\n"
                 _ = line.withCString { write(2, $0, strlen($0)) }
                 Glibc._exit(0)
+            }
+            if configuration.drainSeconds > 0 {
+                logger.notice("draining streams", metadata: ["seconds": "\(configuration.drainSeconds)"])
+                gateway.drain(seconds: configuration.drainSeconds, budget: budget)
             }
             gateway.shutdown()
             logger.notice("stopped")

@@ -1,4 +1,5 @@
 import QriGateway
+import QriLoop
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -31,17 +32,7 @@ enum StartupConfiguration {
     }
 
     static func readFile(_ path: String) -> String? {
-        guard let file = fopen(path, "rb") else { return nil }
-        defer { fclose(file) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = fread(&chunk, 1, chunk.count, file)
-            if n > 0 { bytes += chunk[..<n] }
-            if n < chunk.count { break }
-        }
-        if ferror(file) != 0 { return nil }
-        return String(decoding: bytes, as: UTF8.self)
+        readFileBytes(path).map { String(decoding: $0, as: UTF8.self) }
     }
 }
 

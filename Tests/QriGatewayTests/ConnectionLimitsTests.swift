@@ -1,4 +1,5 @@
 @testable import QriGateway
+import QriLoop
 import Testing
 
 @Suite struct ConnectionLimitsTests {
@@ -33,5 +34,32 @@ import Testing
         #expect(limits.admin >= 1 && limits.ingest >= 1)
         #expect(limits.public + limits.admin + limits.ingest + ConnectionLimits.fixedReserve(loops: 2) <= 1024)
         #expect(limits.notes.count == 1)
+    }
+}
+
+@Suite struct PerAddressCountsTests {
+    @Test func capsEachAddressAndForgetsAddressesAtZero() throws {
+        let counts = PerAddressCounts(limit: 2)
+        let a = try #require(PeerAddress(bytes: [10, 0, 0, 1]))
+        let b = try #require(PeerAddress(bytes: [10, 0, 0, 2]))
+        #expect(counts.admit(a) && counts.admit(a))
+        #expect(!counts.admit(a))
+        #expect(counts.admit(b))
+        #expect(counts.addressCount == 2)
+        counts.release(a)
+        #expect(counts.admit(a))
+        counts.release(a); counts.release(a); counts.release(b)
+        #expect(counts.addressCount == 0)
+        // A release with nothing counted does not go negative.
+        counts.release(a)
+        #expect(counts.admit(a) && counts.admit(a) && !counts.admit(a))
+    }
+
+    @Test func withoutACapNothingIsCounted() throws {
+        let counts = PerAddressCounts(limit: 0)
+        let a = try #require(PeerAddress(bytes: [10, 0, 0, 1]))
+        for _ in 0..<100 { #expect(counts.admit(a)) }
+        #expect(counts.addressCount == 0)
+        #expect(counts.admit(nil))
     }
 }

@@ -250,3 +250,20 @@ def test_message_that_is_not_utf8_is_400(admin_qri):
                      headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert resp.status_code == 400, (resp.status_code, resp.text)
     assert stored(srv) == {}
+
+
+@pytest.mark.parametrize("body", [{"message": "from the body"}, {"type": "015"}, {}])
+def test_post_reads_type_and_message_from_the_body_only(admin_qri, body):
+    """SPEC: `POST` reads its fields from the body. A type or message given only in the
+    query string is missing: 400, nothing stored, nothing broadcast."""
+    srv = admin_qri()
+    stream = srv.stream("p", "c")
+    resp = srv.admin("POST", "/backdoor?type=015&message=from+the+query", data=body)
+    assert resp.status_code == 400, resp.text
+    assert "missing field" in resp.json()["error"]
+    assert stored(srv) == {}
+    # The body's own fields are used, whatever the query says.
+    resp = srv.admin("POST", "/backdoor?type=016&message=query", data={"type": "015", "message": "body"})
+    assert resp.status_code == 204, resp.text
+    assert stream.wait_for(lambda e: not e.is_tick).data == "015body"
+    assert stored(srv) == {"015": "body"}

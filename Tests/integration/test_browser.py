@@ -249,3 +249,69 @@ def test_browser_stream_on_one_node_message_published_on_another(admin_qri, redi
     assert resp.status_code == 202 and resp.json()["nodes"] == 1, resp.text
     got = page_server.wait_report(lambda k, p: k == "message" and p["data"] == "001 via node B", "the message")
     assert int(got["id"], 16) == int(resp.json()["id"], 16)
+
+
+# ---------------------------------------------------------------------------------------------
+# qri-js's default onError: the first drop ends the stream for good
+
+# qri-js (Orderry/qri-js, src/index.coffee) wraps the EventSource and, unless the caller
+# passes its own `onError`, calls `close()` on it at the first error: a restart, a drain or a
+# network blip then ends the stream for good, and no retry, jitter or Last-Event-ID helps.
+# The page mimics that wrapper; the fix on the page is `onError: function () {}`.
+QRI_JS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>qri-js onError page</title></head><body>
+<script>
+  const report = (kind, body) =>
+    fetch("/report/" + kind, {method: "POST", body: JSON.stringify(body)});
+  // What qri-js does with an error: the caller's onError, else close() (the default).
+  function openLikeQriJs(url, options) {
+    const source = new EventSource(url);
+    const onError = options.onError || function () { source.close(); };
+    source.onopen = () => report("open", {});
+    source.onmessage = (e) => report("message", {data: e.data, id: e.lastEventId});
+    source.onerror = (e) => {
+      onError(e);
+      report("error", {readyState: source.readyState});
+    };
+    return source;
+  }
+  const source = openLikeQriJs(%(url)s, %(options)s);
+</script>
+</body></html>
+"""
+
+
+@pytest.mark.parametrize("options", ["{}", "{onError: function () {}}"], ids=["default-onError", "onError-noop"])
+def test_qri_js_default_on_error_ends_the_stream_at_the_first_restart(qri, page_server, browser, options):
+    first = qri("--retry-jitter", "0")
+    port = first.public_port
+    page_server.page = QRI_JS_PAGE
+    page_server.params = {"options": options}
+    page_server.stream_url = f"https://localhost:{port}/stream?p=browser&s=restart"
+    browser(page_server.origin + "/")
+    page_server.wait_report(lambda k, p: k == "message" and p["data"] == "Tick", "the first Tick")
+    first.qripy().send(b"browser", b"restart", b"before the restart")
+    page_server.wait_report(lambda k, p: k == "message" and p["data"] == "before the restart", "the message")
+
+    first.signal(signal.SIGTERM)            # a restart: the stream ends with a close_notify
+    assert first.wait_exit(10) == 0
+    error = page_server.wait_report(lambda k, p: k == "error", "the EventSource error")
+    second = qri("--listen", f"127.0.0.1:{port}", "--retry-jitter", "0")
+    if options == "{}":
+        # close() at the first error: CLOSED (2), and the browser never comes back.
+        assert error["readyState"] == 2, error
+        with pytest.raises(Deadline):
+            page_server.wait_report(lambda k, p: k == "open" and len([r for r in page_server.reports if r[0] == "open"]) > 1,
+                                    "a second open", timeout=6)
+    else:
+        # The browser reconnects after retry: (CONNECTING, 0) and resumes with Last-Event-ID.
+        assert error["readyState"] == 0, error
+        with page_server.cond:
+            opens = len([r for r in page_server.reports if r[0] == "open"])
+        page_server.wait_report(lambda k, p: len([r for r in page_server.reports if r[0] == "open"]) > opens,
+                                "the reconnection", timeout=20)
+        page_server.wait_report(lambda k, p: k == "message" and p["data"] == "Tick"
+                                and sum(1 for r in page_server.reports if r[0] == "message" and r[1]["data"] == "Tick") >= 2,
+                                "a Tick from the restarted gateway")
+        second.qripy().send(b"browser", b"restart", b"after the restart")
+        page_server.wait_report(lambda k, p: k == "message" and p["data"] == "after the restart", "the message after")

@@ -37,7 +37,10 @@ int cqri_block_signals(const int *signals, int count);
 /// Reads one signal number from a signalfd, or -1.
 int cqri_signalfd_read(int fd);
 
-int cqri_accept(int fd);
+/// Accepts one connection, non-blocking and close-on-exec. When `address` is not NULL it
+/// receives the peer's address bytes (4 for IPv4, 16 for IPv6) and `*family` 4 or 6 (0 for
+/// another family or none).
+int cqri_accept(int fd, uint8_t *address, int *family);
 int cqri_errno(void);
 int cqri_set_nonblocking(int fd);
 int cqri_set_int_option(int fd, int level, int name, int value);
