@@ -1,3 +1,4 @@
+import DequeModule
 import QriHTTP
 public import QriLoop
 import Synchronization
@@ -178,14 +179,17 @@ public final class Registry: Sendable {
         /// The idle pairs (history, no stream) by `touched`, first to expire first.
         var expiry = Ends()
         var historyBytes = 0
-        /// The largest id dropped together with a whole pair: a pair created later cannot
-        /// tell whether it had events before that.
-        var droppedUpTo: UInt64 = 0
+        /// Per dropped pair, the newest id it lost: a pair made again later knows exactly
+        /// whether a client missed something, and other pairs are not concerned.
+        var lost: LostRecords
         var sinks: [any EventSink] = []
         /// Stored backdoor messages by three-digit type; the body is `TTT<message>` encoded.
         var heralds: [String: (message: [UInt8], body: [UInt8])] = [:]
 
-        init(clock: EventIDClock) { self.clock = clock }
+        init(clock: EventIDClock, lostRecords: Int) {
+            self.clock = clock
+            lost = LostRecords(capacity: lostRecords)
+        }
 
         /// The slot of the pair with these key bytes and `PairIndex.hash`, if it has one.
         func find(hash: Int, peer: UnsafeRawBufferPointer, checksum: UnsafeRawBufferPointer) -> Int? {
@@ -282,9 +286,9 @@ public final class Registry: Sendable {
             unlink(s)
             unlinkIdle(s)
             removeHistory(s)
-            // Whatever this pair knew it had lost, or still held, is now unknowable for it.
-            droppedUpTo = Swift.max(droppedUpTo, slots[s].evictedUpTo)
+            // Whatever this pair knew it had lost, or still held, is kept as one small record.
             let hash = slots[s].hash
+            lost.record(hash: hash, lostUpTo: slots[s].evictedUpTo)
             slots[s] = .vacant
             let slots = self.slots
             index.remove(slot: s, hash: hash) { slots[$0].hash }
@@ -321,8 +325,15 @@ public final class Registry: Sendable {
     public init(limits: Limits, loopCount: Int, clock: EventIDClock = EventIDClock()) {
         self.limits = limits
         self.loopCount = loopCount
-        state = Mutex(State(clock: clock))
+        // A sixteenth of HISTORY_MEMORY holds the records of dropped pairs; the rest holds
+        // histories.
+        let recordBudget = limits.memoryBytes / 16
+        historyBound = limits.memoryBytes - recordBudget
+        state = Mutex(State(clock: clock, lostRecords: max(recordBudget / LostRecords.bytesPerRecord, 16)))
     }
+
+    /// What histories may hold, HISTORY_MEMORY less the records of dropped pairs.
+    private let historyBound: Int
 
     /// Connects the loops; call once, before any stream opens. `sinks[i]` serves loop `i`.
     public func attach(_ sinks: [any EventSink]) {
@@ -411,7 +422,7 @@ public final class Registry: Sendable {
                 if streams == 0 { state.markIdle(s, now: now) }
                 state.touch(s)
                 // Drops only pairs without streams, so no slot handed off above is reused here.
-                state.enforceMemory(limits.memoryBytes)
+                state.enforceMemory(historyBound)
             }
             // Under the lock that issued the ids: every loop sees events in id order.
             for loop in 0..<loopCount where !handOffs[loop].isEmpty {
@@ -528,7 +539,7 @@ public final class Registry: Sendable {
                 replay = state.slots[s].events(after: lastEventID)
                 gap = lastEventID < state.clock.first
                     || lastEventID < state.slots[s].evictedUpTo
-                    || (lastEventID < state.slots[s].createdAfter && lastEventID < state.droppedUpTo)
+                    || (lastEventID < state.slots[s].createdAfter && lastEventID < state.lost.lostUpTo(hash: state.slots[s].hash))
             }
             if keepsHistory { state.touch(s) }
             return StreamStart(tickID: tickID, startID: startID, replay: replay, gap: gap, heralds: heralds, slot: s)
@@ -573,4 +584,37 @@ public final class Registry: Sendable {
     /// What all histories are charged against HISTORY_MEMORY: their events' buffers, their
     /// storage, and the bookkeeping of each pair that holds history.
     public var historyBytes: Int { state.withLock { $0.historyBytes } }
+}
+
+/// For each dropped pair (by its hash), the newest id it lost, so that a client resuming a
+/// pair that was dropped gets a `gap` exactly when it missed something, and a client of a
+/// pair that lost nothing gets none. Bounded: past `capacity` the oldest records are folded
+/// into one id that then counts for every pair (conservative: a possible gap is reported).
+struct LostRecords {
+    /// Memory charged per record (dictionary entry and order queue), counted in
+    /// HISTORY_MEMORY's share for records.
+    static let bytesPerRecord = 64
+
+    private var byHash: [Int: UInt64] = [:]
+    private var order = Deque<Int>()
+    private(set) var foldedUpTo: UInt64 = 0
+    let capacity: Int
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    mutating func record(hash: Int, lostUpTo: UInt64) {
+        guard lostUpTo > 0 else { return }
+        if let existing = byHash[hash] {
+            byHash[hash] = Swift.max(existing, lostUpTo)
+            return
+        }
+        if byHash.count >= capacity, let oldest = order.popFirst(), let id = byHash.removeValue(forKey: oldest) {
+            foldedUpTo = Swift.max(foldedUpTo, id)
+        }
+        byHash[hash] = lostUpTo
+        order.append(hash)
+    }
+
+    /// The newest id a pair with this hash may have lost.
+    func lostUpTo(hash: Int) -> UInt64 { Swift.max(byHash[hash] ?? 0, foldedUpTo) }
 }

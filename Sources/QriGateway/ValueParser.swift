@@ -115,6 +115,7 @@ extension ValueParser where T == [RedisEndpoint] {
     static var redisURLs: Self {
         Self { v throws(ConfigurationError) in
             let urls = v.text.split(separator: ",").map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty }
+            guard !urls.isEmpty else { throw v.invalid("one or more redis:// or rediss:// URLs") }
             return try urls.map { (url) throws(ConfigurationError) -> RedisEndpoint in
                 guard let endpoint = RedisEndpoint(url: url) else {
                     // The URL may hold a password: name the option, not the value.

@@ -1,6 +1,6 @@
 import QriTestSupport
 import Foundation
-import QriGateway
+@testable import QriGateway
 import QriLoop
 import Synchronization
 import Testing
@@ -312,7 +312,9 @@ private let farFuture: UInt64 = 1 << 62
         }
         let perPair = eventSize(messageBytes: 1, pair: pairs[9_999])
         #expect(perPair > 150)
-        #expect(registry.pairCount == bound / perPair || registry.pairCount == bound / perPair - 1)
+        // A sixteenth of the bound is kept for the records of dropped pairs.
+        let histories = bound - bound / 16
+        #expect(registry.pairCount == histories / perPair || registry.pairCount == histories / perPair - 1)
         #expect(registry.pairCount < 400)
         // The newest pairs keep their history; the oldest lost it and resume with a gap.
         let newest = registry.openStream(pairs[9_999], loop: 0, lastEventID: ids[9_999] - 1)
@@ -405,6 +407,30 @@ private let farFuture: UInt64 = 1 << 62
         registry.expireHistories(now: farFuture)
         #expect(registry.pairCount == 0)
         #expect(registry.historyBytes == 0)
+    }
+
+    @Test func aDroppedPairGivesNoGapToAnotherPairThatLostNothing() {
+        let (registry, _) = makeRegistry(ttlSeconds: 1)
+        let before = registry.issueID()
+        _ = registry.route(bytes("a"), to: A)
+        registry.expireHistories(now: farFuture)
+        // B never had an event: a client of B resuming from `before` missed nothing.
+        let other = registry.openStream(B, loop: 0, lastEventID: before)
+        #expect(!other.gap, "another pair's dropped history must not give B a gap")
+        // A, made again, did lose "a".
+        let again = registry.openStream(A, loop: 0, lastEventID: before)
+        #expect(again.gap)
+    }
+
+    @Test func lostRecordsFoldTheOldestWhenFull() {
+        var records = LostRecords(capacity: 2)
+        records.record(hash: 1, lostUpTo: 10)
+        records.record(hash: 2, lostUpTo: 20)
+        records.record(hash: 2, lostUpTo: 15)
+        #expect(records.lostUpTo(hash: 2) == 20 && records.lostUpTo(hash: 3) == 0)
+        records.record(hash: 3, lostUpTo: 30)
+        #expect(records.foldedUpTo == 10, "the oldest record folds into one id for all")
+        #expect(records.lostUpTo(hash: 1) == 10 && records.lostUpTo(hash: 4) == 10 && records.lostUpTo(hash: 3) == 30)
     }
 
     @Test func expiredPairResumesWithAGap() {

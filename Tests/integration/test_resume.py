@@ -146,3 +146,26 @@ def test_resume_of_a_resume_from_the_same_point(qri):
     second = s.srv.stream("p", "c", headers={"Last-Event-ID": again_from})
     s.send("p", "c", "live")
     assert [e.data for e in after_tick(second, "live")] == ["m2", "live"]
+
+
+def test_another_pairs_dropped_history_gives_no_gap(admin_qri):
+    """Exact gap on one node: before, once any pair's whole history was dropped (here by
+    its TTL), every resume from an older id got a `gap`, even for a pair that lost nothing."""
+    from qri_http import wait_until
+    srv = admin_qri("--history-ttl", "1")
+    quiet = srv.stream("quiet", "x")
+    position = quiet.first_tick.id
+    quiet.close()
+    srv.qripy().send(b"busy", b"x", b"soon dropped")
+    wait_until(lambda: srv.metric("qri_messages_received_total", source="ingest") == 1, 10, "message in")
+    # The busy pair's history expires (TTL 1 s, swept every second).
+    wait_until(lambda: srv.metric("qri_pairs") == 0, 10, "every pair dropped")
+    resumed = srv.stream("quiet", "x", headers={"Last-Event-ID": position}, wait_tick=False)
+    got = resumed.collect_until(lambda e: e.is_tick)
+    again = srv.stream("busy", "x", headers={"Last-Event-ID": position}, wait_tick=False)
+    busy = again.collect_until(lambda e: e.event == "gap", timeout=5)
+    assert all(e.event != "gap" for e in got), [(e.event, e.data) for e in got]
+    assert busy[-1].event == "gap", "the busy pair did lose its message"
+    # Nothing else arrives for the quiet pair: no gap at all.
+    srv.qripy().send(b"quiet", b"x", b"fresh")
+    assert [e.event for e in resumed.collect_until(lambda e: e.data == "fresh")] == ["message"]
