@@ -215,21 +215,28 @@ final class AdminAPI: Sendable {
             var routed: [Registry.Routed] = []
             routed.reserveCapacity(messages.count)
             core.route(messages, source: .publish) { _, result in routed.append(result) }
-            var json = JSONWriter(capacity: 16 + entries.count * 40)
-            var next = routed.makeIterator()
-            json.object { json in
-                json.key("results")
-                json.array { json in
-                    for entry in entries {
-                        switch entry {
-                        case .success: Self.write(next.next()!, to: &json)
-                        case .failure(let error): json.object { $0.field("error", error.message) }
-                        }
+            return .json(.accepted, Self.batchAnswer(entries, routed, Self.write))
+        }
+    }
+
+    /// `{"results": [...]}`: for each entry of a batch in order, what publishing its message
+    /// gave (`results` holds one per good entry), or its error.
+    private static func batchAnswer<R>(_ entries: [Result<IngestMessage, AdminError>], _ results: [R],
+                                       _ write: (R, inout JSONWriter) -> Void) -> JSONWriter {
+        var json = JSONWriter(capacity: 16 + entries.count * 40)
+        var next = results.makeIterator()
+        json.object { json in
+            json.key("results")
+            json.array { json in
+                for entry in entries {
+                    switch entry {
+                    case .success: write(next.next()!, &json)
+                    case .failure(let error): json.object { $0.field("error", error.message) }
                     }
                 }
             }
-            return .json(.accepted, json)
         }
+        return json
     }
 
     /// `{"id": "<hex>", "delivered": N}`.
@@ -279,19 +286,7 @@ final class AdminAPI: Sendable {
                     write(results[0], to: &json)
                     return respond(.json(.accepted, json))
                 }
-                var next = results.makeIterator()
-                json.object { json in
-                    json.key("results")
-                    json.array { json in
-                        for entry in entries {
-                            switch entry {
-                            case .success: write(next.next()!, to: &json)
-                            case .failure(let error): json.object { $0.field("error", error.message) }
-                            }
-                        }
-                    }
-                }
-                respond(.json(.accepted, json))
+                respond(.json(.accepted, Self.batchAnswer(entries, results, write)))
             }
         }
         return response

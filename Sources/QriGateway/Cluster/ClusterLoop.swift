@@ -78,12 +78,10 @@ final class ClusterLoop: @unchecked Sendable {
     }
 
     func start() {
-        for (shard, server) in node.servers.enumerated() {
-            let connection = RedisConnection(endpoint: server, address: node.addresses[shard], loop: worker.loop,
-                                             tls: node.tls, subscriber: false,
-                                             stallSeconds: max(2, node.configuration.redisTimeout * 4))
-            connection.onUp = { [unowned self] in self.connectionUp(shard) }
-            connection.onDown = { [unowned self] why in self.connectionDown(shard, why) }
+        for shard in node.servers.indices {
+            let connection = node.connection(to: shard, on: worker.loop, subscriber: false,
+                                             up: { [unowned self] in self.connectionUp($0) },
+                                             down: { [unowned self] in self.connectionDown($0, $1) })
             connections.append(connection)
             connection.start()
         }

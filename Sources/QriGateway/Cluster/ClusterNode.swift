@@ -112,6 +112,16 @@ final class ClusterNode: @unchecked Sendable {
         if let mismatch { throw ConfigurationError(mismatch) }
     }
 
+    /// A connection to server `shard` on `loop`; `up` and `down` hear of its state.
+    func connection(to shard: Int, on loop: EventLoop, subscriber: Bool,
+                    up: @escaping (Int) -> Void, down: @escaping (Int, String) -> Void) -> RedisConnection {
+        let connection = RedisConnection(endpoint: servers[shard], address: addresses[shard], loop: loop, tls: tls,
+                                         subscriber: subscriber, stallSeconds: max(2, configuration.redisTimeout * 4))
+        connection.onUp = { up(shard) }
+        connection.onDown = { down(shard, $0) }
+        return connection
+    }
+
     func shard(of pair: PairKey) -> Int { ClusterKeys.shard(of: pair, shards: servers.count) }
 
     // MARK: Readiness

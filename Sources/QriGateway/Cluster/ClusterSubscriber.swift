@@ -40,12 +40,10 @@ final class ClusterSubscriber: @unchecked Sendable {
     }
 
     func start() {
-        for (shard, server) in node.servers.enumerated() {
-            let connection = RedisConnection(endpoint: server, address: node.addresses[shard], loop: worker.loop,
-                                             tls: node.tls, subscriber: true,
-                                             stallSeconds: max(2, node.configuration.redisTimeout * 4))
-            connection.onUp = { [unowned self] in self.connectionUp(shard) }
-            connection.onDown = { [unowned self] why in self.connectionDown(shard, why) }
+        for shard in node.servers.indices {
+            let connection = node.connection(to: shard, on: worker.loop, subscriber: true,
+                                             up: { [unowned self] in self.connectionUp($0) },
+                                             down: { [unowned self] in self.connectionDown($0, $1) })
             connection.onPush = { [unowned self] push in self.received(push, shard: shard) }
             connections.append(connection)
             connection.start()
