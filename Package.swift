@@ -90,6 +90,7 @@ let package = Package(
         .target(name: "FuzzSupport", path: "Tests/Fuzz/FuzzSupport"),
         .executableTarget(name: "FuzzRequestReader", dependencies: ["FuzzSupport", "QriHTTP"], path: "Tests/Fuzz/FuzzRequestReader"),
         .executableTarget(name: "FuzzSSEEncoder", dependencies: ["FuzzSupport", "QriHTTP"], path: "Tests/Fuzz/FuzzSSEEncoder"),
+        .executableTarget(name: "FuzzJSONReader", dependencies: ["FuzzSupport", "QriHTTP"], path: "Tests/Fuzz/FuzzJSONReader"),
         .executableTarget(name: "FuzzIngestDecoder", dependencies: ["FuzzSupport", "QriGateway"], path: "Tests/Fuzz/FuzzIngestDecoder"),
 
         // Helpers the unit-test targets share (a seeded generator, a locked box).

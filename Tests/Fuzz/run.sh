@@ -8,11 +8,12 @@ seconds=${1:-60}
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 flags=(--scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
        -Xswiftc -Xclang-linker -Xswiftc -fuse-ld=lld)
-declare -A corpus=([FuzzRequestReader]=request-reader [FuzzSSEEncoder]=sse-encoder [FuzzIngestDecoder]=ingest-decoder)
-for target in FuzzRequestReader FuzzSSEEncoder FuzzIngestDecoder; do
+declare -A corpus=([FuzzRequestReader]=request-reader [FuzzSSEEncoder]=sse-encoder [FuzzIngestDecoder]=ingest-decoder
+                  [FuzzJSONReader]=json-reader)
+for target in FuzzRequestReader FuzzSSEEncoder FuzzIngestDecoder FuzzJSONReader; do
     swift build "${flags[@]}" --product "$target"
 done
-for target in FuzzRequestReader FuzzSSEEncoder FuzzIngestDecoder; do
+for target in FuzzRequestReader FuzzSSEEncoder FuzzIngestDecoder FuzzJSONReader; do
     name=${corpus[$target]}
     mkdir -p ".build-fuzz/corpus/$name"
     echo "fuzz: $target for ${seconds}s"

@@ -256,3 +256,34 @@ def test_stored_backdoor_messages_live_in_redis_for_every_node(admin_qri, redis_
     wait_until(lambda: d.admin_client(token=None).get("/readyz").status_code == 503, 10, "readyz 503")
     resp = d.admin("POST", "/backdoor", data={"type": "009", "message": "no"})
     assert resp.status_code == 503 and resp.headers.get("retry-after") == "1"
+
+
+def test_history_trimmed_by_ttl_resumes_with_a_gap_on_another_node(admin_qri, redis_server):
+    redis = redis_server()
+    a, b = start_nodes(admin_qri, [redis.url], 2, "--history-ttl", "1")
+    stream = a.stream("ttl", "x")
+    publish(a, "ttl", "x", "kept a second")
+    last = stream.wait_data("kept a second").id
+    stream.close()
+    publish(b, "ttl", "x", "expires too")
+    # No stream holds the pair: Redis expires its history a second after the last message.
+    wait_until(lambda: redis.cli("EXISTS", f"qri:h:3:ttlx").strip() == "0", 10, "history expired in Redis")
+    resumed = b.stream("ttl", "x", headers={"Last-Event-ID": last}, wait_tick=False)
+    got = resumed.collect_until(lambda e: e.event == "gap")
+    assert got[-1].data == last
+    publish(a, "ttl", "x", "after expiry")
+    assert [e.data for e in resumed.collect_until(lambda e: e.data == "after expiry") if not e.is_tick] == ["after expiry"]
+
+
+def test_streams_keep_ticking_while_redis_is_away(admin_qri, redis_server):
+    redis = redis_server()
+    (a,) = start_nodes(admin_qri, [redis.url], 1, "--tick-interval", "0.3")
+    stream = a.stream("tick", "x")
+    redis.kill()
+    wait_until(lambda: a.admin_client(token=None).get("/readyz").status_code == 503, 10, "readyz 503")
+    ticks = [e for e in stream.collect_until(lambda e: e.is_tick) + stream.collect_until(lambda e: e.is_tick) if e.is_tick]
+    assert len(ticks) == 2
+    assert a.metric("qri_redis_up", server=f"redis://127.0.0.1:{redis.port}") == 0
+    redis.restart(keep_data=False)
+    wait_until(lambda: a.admin_client(token=None).get("/readyz").status_code == 200, 15, "ready again")
+    assert a.metric("qri_redis_reconnects_total", server=f"redis://127.0.0.1:{redis.port}") >= 1
