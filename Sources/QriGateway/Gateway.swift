@@ -212,6 +212,8 @@ public final class Gateway: @unchecked Sendable {
         // loops and their descriptors are freed with this gateway.
         core.detach()
         core.registry.detach()
+        core.cluster?.detach()
+        for worker in workers { worker.clusterLoop = nil }
         workers = []
         store.stop()
     }

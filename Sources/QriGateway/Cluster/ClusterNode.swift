@@ -122,6 +122,14 @@ final class ClusterNode: @unchecked Sendable {
         return connection
     }
 
+    /// Lets go of the per-loop parts once the loops have stopped (they refer to their
+    /// workers, which refer to this node through the core).
+    func detach() {
+        loops = []
+        subscriber = nil
+        backdoor = nil
+    }
+
     func shard(of pair: PairKey) -> Int { ClusterKeys.shard(of: pair, shards: servers.count) }
 
     // MARK: Readiness
