@@ -287,3 +287,20 @@ def test_streams_keep_ticking_while_redis_is_away(admin_qri, redis_server):
     redis.restart(keep_data=False)
     wait_until(lambda: a.admin_client(token=None).get("/readyz").status_code == 200, 15, "ready again")
     assert a.metric("qri_redis_reconnects_total", server=f"redis://127.0.0.1:{redis.port}") >= 1
+
+
+def test_a_stream_opened_while_redis_is_away_waits_for_it(admin_qri, redis_server):
+    """Answered 200 with its retry: at once (a browser waits instead of retrying); its Tick
+    and replay follow once the pair's server is back."""
+    redis = redis_server(persist=True)
+    a, b = start_nodes(admin_qri, [redis.url], 2)
+    publish(b, "late", "x", "published before the outage")
+    redis.kill()
+    wait_until(lambda: a.admin_client(token=None).get("/readyz").status_code == 503, 10, "readyz 503")
+    stream = a.stream("late", "x", wait_tick=False, headers={"Last-Event-ID": "1"})
+    assert stream.status == 200
+    with pytest.raises(Deadline):
+        stream.next_event(1.0)
+    redis.restart(keep_data=True)
+    got = stream.collect_until(lambda e: e.data == "published before the outage", timeout=15)
+    assert got[0].is_tick and got[0].id == "1"
