@@ -94,20 +94,24 @@ enum ClusterKeys {
         local last = tonumber(redis.call('GET', KEYS[4]) or '0')
         if id <= last then id = last + 1 end
         redis.call('SET', KEYS[4], string.format('%d', id))
-        redis.call('SETNX', KEYS[5], string.format('%d', id))
+        if last == 0 then redis.call('SETNX', KEYS[5], string.format('%d', id)) end
         local hid = string.format('%x', id)
         local entry = hid .. ' ' .. ARGV[1]
         local maxlen = tonumber(ARGV[2])
+        local evicted = nil
         if maxlen > 0 then
           local len = redis.call('RPUSH', KEYS[1], entry)
-          if len > maxlen then
-            local gone = redis.call('LRANGE', KEYS[1], len - maxlen - 1, len - maxlen - 1)
-            redis.call('LTRIM', KEYS[1], len - maxlen, -1)
-            redis.call('HSET', KEYS[2], 'evicted', string.match(gone[1], '^(%x+)'))
-          end
           redis.call('PEXPIRE', KEYS[1], ARGV[3])
+          if len > maxlen then
+            local gone = redis.call('LPOP', KEYS[1], len - maxlen)
+            evicted = string.match(gone[#gone], '^(%x+)')
+          end
         end
-        redis.call('HSET', KEYS[2], 'newest', hid)
+        if evicted then
+          redis.call('HSET', KEYS[2], 'newest', hid, 'evicted', evicted)
+        else
+          redis.call('HSET', KEYS[2], 'newest', hid)
+        end
         redis.call('PEXPIRE', KEYS[2], ARGV[4])
         local n = redis.call('PUBLISH', KEYS[3], entry)
         return {hid, n}
@@ -130,6 +134,7 @@ enum ClusterKeys {
           local t = redis.call('TIME')
           last = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
           redis.call('SET', KEYS[3], last)
+          redis.call('SETNX', KEYS[4], last)
         end
         return {entries, newest, evicted, last, redis.call('GET', KEYS[4])}
         """
