@@ -65,7 +65,7 @@ batch="${BENCH_BATCH:-100}"
 batch_conns="${BENCH_BATCH_CONNS:-4}"
 batch_depth="${BENCH_BATCH_DEPTH:-8}"
 admin_tls="${BENCH_ADMIN_TLS:-0}"
-cluster_rates="${BENCH_CLUSTER_RATES:-5000,0}"
+cluster_rates="${BENCH_CLUSTER_RATES:-5000,20000,0}"
 cluster_idle="${BENCH_CLUSTER_IDLE:-10000}"
 out="${BENCH_OUT:-.build/bench/$(date -u +%Y%m%d-%H%M%S)}"
 
