@@ -33,7 +33,7 @@
 #   BENCH_BATCH_CONNS      4
 #   BENCH_BATCH_DEPTH      8
 #   BENCH_ADMIN_TLS        0                    (1: Qri's admin listener over TLS instead of plain)
-#   BENCH_CLUSTER_RATES    5000,0
+#   BENCH_CLUSTER_RATES    5000,20000,0
 #   BENCH_CLUSTER_IDLE     10000                (streams for the memory step of cluster; 0 = skip)
 # Every qri-bench run is bounded by --max-seconds; every server is stopped after its run.
 set -euo pipefail

@@ -14,9 +14,13 @@ struct BenchCommand: ParsableCommand {
         Scenarios: idle (RSS at --checkpoints open streams), targeted (messages to random pairs at \
         each of --rates, 0 = flat out), broadcast (backdoor broadcasts at each of --rates), \
         handshake (--count stream openings, fresh and resumed), ingest (one publisher flat out), \
-        smoke (a short targeted run that fails when no event arrives). Each measured step prints \
-        one line `RESULT key=value …`; a table follows at the end. Single-threaded and \
-        non-blocking; loopback only. With --server-pid, server RSS and CPU come from /proc.
+        smoke (a short targeted run that fails when no event arrives). Messages go in over --publish: \
+        the ingest port, POST /publish one at a time or in NDJSON batches of --batch, POST /backdoor, \
+        or raw POSTs to Nchan's publisher; HTTP publishers keep --publish-connections connections \
+        with --pipeline requests in flight each, a pair always on the same connection. Each measured \
+        step prints one line `RESULT key=value …`; a table follows at the end. Single-threaded and \
+        non-blocking; loopback only. With --server-pid, server RSS and CPU come from /proc; --sample-pid adds another process \
+        (redis-server) beside it.
         """)
 
     @Argument(help: "idle, targeted, broadcast, handshake, ingest or smoke.") var scenario: String
