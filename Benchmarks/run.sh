@@ -4,7 +4,7 @@
 # and qri-bench to core 1; then Qri again unpinned with all its threads.
 #
 # Sizes (environment, defaults from issue 5):
-#   BENCH_SCENARIOS        idle targeted broadcast handshake ingest
+#   BENCH_SCENARIOS        idle targeted broadcast handshake ingest publish-http publish-batch cluster
 #   BENCH_SERVERS          qri nchan            (nchan is skipped when it is not installed)
 #   BENCH_UNPINNED         targeted broadcast handshake   (scenarios of the unpinned Qri run, of those
 #                                                chosen; "" = none)
@@ -19,8 +19,8 @@
 #   BENCH_OUT              .build/bench/<date>  (RESULT lines, logs, summary.md)
 #   BENCH_PRE_HANDSHAKE    5000                 (silent connections, then idle streams, one
 #                                                Qri with one loop: memory before a handshake)
-# Scenarios not in the default list (issues 12 and 9), each repeated BENCH_REPEAT times,
-# alternating what it compares within each repetition:
+# Scenarios of issues 12 and 9, each repeated BENCH_REPEAT times, alternating what it
+# compares within each repetition (about 10 minutes together with the defaults):
 #   publish-http   Qri's POST /publish (single, form body) vs Nchan's /pub, targeted
 #   publish-batch  Qri's BER ingest port vs POST /publish with NDJSON batches, targeted
 #   cluster        Qri alone vs Qri over one redis-server (pinned to core 1, beside
@@ -41,7 +41,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-scenarios="${BENCH_SCENARIOS:-idle targeted broadcast handshake ingest}"
+scenarios="${BENCH_SCENARIOS:-idle targeted broadcast handshake ingest publish-http publish-batch cluster}"
 servers="${BENCH_SERVERS:-qri nchan}"
 # By default, the unpinned run repeats those of targeted, broadcast and handshake that were chosen.
 default_unpinned=""
