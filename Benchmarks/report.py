@@ -8,14 +8,184 @@ Usage: report.py RESULTS.txt [MACHINE.txt]
 import sys
 
 
-def load(path):
-    rows = {}
+# Scenarios with their own sections (repeated, alternating; issues 12 and 9).
+REPEATED = ("publish-http", "publish-batch", "cluster", "cluster-idle")
+
+
+def result_lines(path):
+    """The fields of every RESULT line of a run."""
     for line in open(path):
-        if not line.startswith("RESULT "):
-            continue
-        fields = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
-        rows[(fields.get("label"), fields.get("scenario"), fields.get("step"))] = fields
+        if line.startswith("RESULT "):
+            yield dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
+
+
+def load(path):
+    return {(f.get("label"), f.get("scenario"), f.get("step")): f for f in result_lines(path)}
+
+
+def load_repeated(path):
+    """{(label, scenario, step): [fields of repetition 1, 2, …]} for REPEATED scenarios."""
+    rows = {}
+    for fields in result_lines(path):
+        if fields.get("scenario") in REPEATED:
+            rows.setdefault((fields.get("label"), fields.get("scenario"), fields.get("step")), []).append(fields)
+    for runs in rows.values():
+        runs.sort(key=lambda f: int(f.get("rep", "0")))
     return rows
+
+
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    n = len(values)
+    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+
+
+def each(values):
+    return " / ".join(fmt(v) for v in values) if values else "–"
+
+
+def ratio_cell(a, b):
+    pairs = [x / y for x, y in zip(a, b) if x is not None and y not in (None, 0)]
+    if not pairs:
+        return "–", None
+    return " / ".join(f"{p:.2f}×" for p in pairs), median(pairs)
+
+
+def mark(value, kind, bound):
+    if value is None:
+        return ""
+    ok = value >= bound if kind == ">=" else value <= bound
+    return f"{'✅' if ok else '❌'} {kind} {bound}"
+
+
+def series(rep_rows, label, scenario, step, key):
+    return [num(r.get(key)) for r in rep_rows.get((label, scenario, step), [])]
+
+
+def pair(what, label_a, label_b, scenario, step, key, target=None):
+    """A row of a two-column table: what, label_a's series, label_b's series, target."""
+    return (what, series(ROWS_REPEATED[0], label_a, scenario, step, key),
+            series(ROWS_REPEATED[0], label_b, scenario, step, key), target)
+
+
+ROWS_REPEATED = [{}]
+
+
+def load_cell(r):
+    cell = f"{r.get('saturated', '?')} (srv {r.get('server_cpu_pct', '?')} %, cli {r.get('client_cpu_pct', '?')} %"
+    if "redis_cpu_pct" in r:
+        cell += f", redis {r['redis_cpu_pct']} %"
+        shared = (num(r.get("redis_cpu_pct")) or 0) + (num(r.get("client_cpu_pct")) or 0)
+        cell += f" [core 1: redis + cli {shared:.0f} %]"
+    cell += f", others {r.get('foreign_cpu_pct', '?')} %)"
+    if r.get("offered_per_s") not in (None, "max"):
+        offered, sent = num(r.get("offered_per_s")), num(r.get("published_per_s"))
+        if offered and sent is not None and sent < 0.98 * offered:
+            cell += f", offered only {fmt(sent)}/s"
+    for key, what in (("lost", "lost"), ("dropped", "dropped streams"), ("publish_errors", "publish errors")):
+        if (num(r.get(key)) or 0) > 0:
+            cell += f", {what} {r[key]}"
+    return cell
+
+
+def repeated_sections(rep_rows):
+    """Each row: every repetition in order (a / b), the ratio per repetition, the median ratio."""
+    ROWS_REPEATED[0] = rep_rows
+    out = []
+    def table(title, rows, labels):
+        out.append(f"**{title}** (values per repetition, in run order; ratio of each repetition's pair, median ratio)")
+        out.append("")
+        out.append(f"| figure | {labels[0]} | {labels[1]} | ratio per repetition | median ratio | target |")
+        out.append("|---|---:|---:|---:|---:|---|")
+        for what, a, b, target in rows:
+            cells, med = ratio_cell(a, b)
+            verdict = mark(med, *target) if target else ""
+            out.append(f"| {what} | {each(a)} | {each(b)} | {cells} | {f'{med:.2f}×' if med is not None else '–'} | {verdict} |")
+        out.append("")
+
+    def loads(scenario, labels):
+        steps = []
+        for (label, sc, step) in rep_rows:
+            if sc == scenario and step not in steps:
+                steps.append(step)
+        if not steps:
+            return
+        out.append("| step | repetition | " + " | ".join(labels) + " |")
+        out.append("|---|---|" + "---|" * len(labels))
+        for step in steps:
+            reps = max(len(rep_rows.get((l, scenario, step), [])) for l in labels)
+            for i in range(reps):
+                cells = []
+                for l in labels:
+                    runs = rep_rows.get((l, scenario, step), [])
+                    cells.append(load_cell(runs[i]) if i < len(runs) else "–")
+                out.append(f"| {scenario} {step} | {i + 1} | " + " | ".join(cells) + " |")
+        out.append("")
+
+    if any(k[1] == "publish-http" for k in rep_rows):
+        s = "publish-http"
+        table("HTTP publish, single `POST /publish` (Qri) vs `/pub` (Nchan)", [
+            pair("flat out: delivered messages/s", "qri", "nchan", s, "max", "events_per_s", (">=", 3)),
+            pair("flat out: server CPU per message (µs)", "qri", "nchan", s, "max", "server_us_per_event", None),
+            pair("20k/s: delivered messages/s", "qri", "nchan", s, "20000", "events_per_s", None),
+            pair("20k/s: server CPU per message (µs)", "qri", "nchan", s, "20000", "server_us_per_event", ("<=", 0.5)),
+            pair("20k/s: p99 latency (µs)", "qri", "nchan", s, "20000", "p99_us", None),
+        ], ("Qri", "Nchan"))
+        loads(s, ("qri", "nchan"))
+    if any(k[1] == "publish-batch" for k in rep_rows):
+        s = "publish-batch"
+        table("Batches of `POST /publish` (NDJSON) vs Qri's BER ingest port", [
+            pair("flat out: delivered messages/s", "qri-batch", "qri-ingest", s, "max", "events_per_s", (">=", 0.8)),
+            pair("flat out: server CPU per message (µs)", "qri-batch", "qri-ingest", s, "max", "server_us_per_event", None),
+            pair("20k/s: server CPU per message (µs)", "qri-batch", "qri-ingest", s, "20000", "server_us_per_event", None),
+            pair("20k/s: p99 latency (µs)", "qri-batch", "qri-ingest", s, "20000", "p99_us", None),
+        ], ("batch /publish", "ingest port"))
+        loads(s, ("qri-batch", "qri-ingest"))
+    if any(k[1] == "cluster" for k in rep_rows):
+        s = "cluster"
+        rates = sorted({k[2] for k in rep_rows if k[1] == s and k[2] != "max"}, key=lambda x: float(x))
+        rows = [
+            pair("flat out: delivered messages/s", "qri-cluster", "qri-single", s, "max", "events_per_s", None),
+            pair("flat out: Qri CPU per message (µs)", "qri-cluster", "qri-single", s, "max", "server_us_per_event", ("<=", 2)),
+        ]
+        for rate in rates:
+            rows += [
+                pair(f"{rate}/s: p50 latency (µs)", "qri-cluster", "qri-single", s, rate, "p50_us", None),
+                pair(f"{rate}/s: p99 latency (µs)", "qri-cluster", "qri-single", s, rate, "p99_us", None),
+                pair(f"{rate}/s: Qri CPU per message (µs)", "qri-cluster", "qri-single", s, rate, "server_us_per_event", ("<=", 2)),
+            ]
+        table("Cluster: one Qri node over one redis-server vs the same node alone", rows, ("cluster", "single node"))
+        out.append("| cluster figure | per repetition | median | target |")
+        out.append("|---|---:|---:|---|")
+        flat = series(rep_rows, "qri-cluster", s, "max", "events_per_s")
+        out.append(f"| flat out through Redis: messages/s | {each(flat)} | {fmt(median(flat))} | {mark(median(flat), '>=', 50000)} |")
+        for step in ["max"] + rates:
+            r = series(rep_rows, "qri-cluster", s, step, "redis_us_per_event")
+            out.append(f"| {'flat out' if step == 'max' else step + '/s'}: redis-server CPU per message (µs) | {each(r)} | {fmt(median(r))} | |")
+        for rate in rates:
+            c = series(rep_rows, "qri-cluster", s, rate, "p99_us")
+            n = series(rep_rows, "qri-single", s, rate, "p99_us")
+            added = [x - y for x, y in zip(c, n) if x is not None and y is not None]
+            target = mark(median(added), '<=', 1000) if rate == "5000" else ""
+            out.append(f"| {rate}/s: added p99 (µs, cluster − single) | {each(added)} | {fmt(median(added))} | {target} |")
+        out.append("")
+        loads(s, ("qri-cluster", "qri-single"))
+    if any(k[1] == "cluster-idle" for k in rep_rows):
+        s = "cluster-idle"
+        steps = sorted({k[2] for k in rep_rows if k[1] == s and k[2] != "0"}, key=lambda x: float(x))
+        out.append("**Memory per idle TLS stream, single node and cluster node** (bytes of RSS per stream)")
+        out.append("")
+        out.append("| streams | single node | cluster node | redis-server per stream |")
+        out.append("|---:|---:|---:|---:|")
+        for step in steps:
+            a = series(rep_rows, "qri-single", s, step, "bytes_per_stream")
+            b = series(rep_rows, "qri-cluster", s, step, "bytes_per_stream")
+            r = series(rep_rows, "qri-cluster", s, step, "redis_bytes_per_stream")
+            out.append(f"| {int(float(step)):,} | {each(a)} | {each(b)} | {each(r)} |")
+        out.append("")
+    return "\n".join(out)
 
 
 def num(value):
@@ -92,44 +262,49 @@ def main():
         print(open(sys.argv[2]).read().rstrip())
         print("```")
         print()
-    print("| scenario | Qri (1 core) | Nchan (1 core) | Qri/Nchan | target | Qri unpinned |")
-    print("|---|---:|---:|---:|---|---:|")
-    for scenario, step, key, what, target in ROWS:
-        q = num(rows.get(("qri", scenario, step), {}).get(key))
-        n = num(rows.get(("nchan", scenario, step), {}).get(key))
-        u = num(rows.get(("qri-unpinned", scenario, step), {}).get(key))
-        if q is None and n is None and u is None:
-            continue
-        ratio = f"{q / n:.2f}×" if q is not None and n not in (None, 0) else "–"
-        print(f"| {what} | {fmt(q)} | {fmt(n)} | {ratio} | {verdict(target, q, n)} | {fmt(u)} |")
-    print()
-    print("Who saturated its core in each step (server / client / both / none), and losses:")
-    print()
-    print("| step | Qri | Nchan | Qri unpinned |")
-    print("|---|---|---|---|")
-    steps = []
-    for (label, scenario, step) in rows:
-        if scenario != "idle" and (scenario, step) not in steps:
-            steps.append((scenario, step))
-    for scenario, step in steps:
-        cells = []
-        for label in ("qri", "nchan", "qri-unpinned"):
-            r = rows.get((label, scenario, step))
-            if r is None:
-                cells.append("–")
+    if any(k[1] not in REPEATED for k in rows):
+        print("| scenario | Qri (1 core) | Nchan (1 core) | Qri/Nchan | target | Qri unpinned |")
+        print("|---|---:|---:|---:|---|---:|")
+        for scenario, step, key, what, target in ROWS:
+            q = num(rows.get(("qri", scenario, step), {}).get(key))
+            n = num(rows.get(("nchan", scenario, step), {}).get(key))
+            u = num(rows.get(("qri-unpinned", scenario, step), {}).get(key))
+            if q is None and n is None and u is None:
                 continue
-            cell = f"{r.get('saturated', '?')} (srv {r.get('server_cpu_pct', '?')} %, cli {r.get('client_cpu_pct', '?')} %, others {r.get('foreign_cpu_pct', '?')} %)"
-            lost = num(r.get("lost")) or 0
-            if lost > 0:
-                cell += f", lost {int(lost)}"
-            if (num(r.get("dropped")) or 0) > 0:
-                cell += f", dropped {r['dropped']} streams"
-            if (num(r.get("failed")) or 0) > 0:
-                cell += f", {r['failed']} failed"
-            if (num(r.get("publish_errors")) or 0) > 0:
-                cell += f", {r['publish_errors']} publish errors"
-            cells.append(cell)
-        print(f"| {scenario} {step} | " + " | ".join(cells) + " |")
+            ratio = f"{q / n:.2f}×" if q is not None and n not in (None, 0) else "–"
+            print(f"| {what} | {fmt(q)} | {fmt(n)} | {ratio} | {verdict(target, q, n)} | {fmt(u)} |")
+        print()
+        print("Who saturated its core in each step (server / client / both / none), and losses:")
+        print()
+        print("| step | Qri | Nchan | Qri unpinned |")
+        print("|---|---|---|---|")
+        steps = []
+        for (label, scenario, step) in rows:
+            if scenario != "idle" and scenario not in REPEATED and (scenario, step) not in steps:
+                steps.append((scenario, step))
+        for scenario, step in steps:
+            cells = []
+            for label in ("qri", "nchan", "qri-unpinned"):
+                r = rows.get((label, scenario, step))
+                if r is None:
+                    cells.append("–")
+                    continue
+                cell = f"{r.get('saturated', '?')} (srv {r.get('server_cpu_pct', '?')} %, cli {r.get('client_cpu_pct', '?')} %, others {r.get('foreign_cpu_pct', '?')} %)"
+                lost = num(r.get("lost")) or 0
+                if lost > 0:
+                    cell += f", lost {int(lost)}"
+                if (num(r.get("dropped")) or 0) > 0:
+                    cell += f", dropped {r['dropped']} streams"
+                if (num(r.get("failed")) or 0) > 0:
+                    cell += f", {r['failed']} failed"
+                if (num(r.get("publish_errors")) or 0) > 0:
+                    cell += f", {r['publish_errors']} publish errors"
+                cells.append(cell)
+            print(f"| {scenario} {step} | " + " | ".join(cells) + " |")
+    repeated = repeated_sections(load_repeated(sys.argv[1]))
+    if repeated:
+        print()
+        print(repeated)
 
 
 if __name__ == "__main__":

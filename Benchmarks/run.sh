@@ -4,9 +4,10 @@
 # and qri-bench to core 1; then Qri again unpinned with all its threads.
 #
 # Sizes (environment, defaults from issue 5):
-#   BENCH_SCENARIOS        idle targeted broadcast handshake ingest
+#   BENCH_SCENARIOS        idle targeted broadcast handshake ingest publish-http publish-batch cluster
 #   BENCH_SERVERS          qri nchan            (nchan is skipped when it is not installed)
-#   BENCH_UNPINNED         targeted broadcast handshake   (scenarios of the unpinned Qri run; "" = none)
+#   BENCH_UNPINNED         targeted broadcast handshake   (scenarios of the unpinned Qri run, of those
+#                                                chosen; "" = none)
 #   BENCH_IDLE_CHECKPOINTS 0,1000,10000,19000
 #   BENCH_CONNS            10000                (targeted and broadcast streams)
 #   BENCH_RATES            1000,5000,20000,0    (targeted messages/s; 0 = flat out)
@@ -18,15 +19,36 @@
 #   BENCH_OUT              .build/bench/<date>  (RESULT lines, logs, summary.md)
 #   BENCH_PRE_HANDSHAKE    5000                 (silent connections, then idle streams, one
 #                                                Qri with one loop: memory before a handshake)
+# Scenarios of issues 12 and 9, each repeated BENCH_REPEAT times, alternating what it
+# compares within each repetition (about 10 minutes together with the defaults):
+#   publish-http   Qri's POST /publish (single, form body) vs Nchan's /pub, targeted
+#   publish-batch  Qri's BER ingest port vs POST /publish with NDJSON batches, targeted
+#   cluster        Qri alone vs Qri over one redis-server (pinned to core 1, beside
+#                  qri-bench), targeted over the ingest port; then idle memory per stream
+#   BENCH_REPEAT           2
+#   BENCH_PUBLISH_RATES    20000,0              (publish-http and publish-batch)
+#   BENCH_PUBLISH_CONNS    16                   (HTTP publisher connections, single publishes)
+#   BENCH_PUBLISH_DEPTH    16                   (requests in flight per connection)
+#   BENCH_BATCH            100                  (messages per NDJSON request)
+#   BENCH_BATCH_CONNS      4
+#   BENCH_BATCH_DEPTH      8
+#   BENCH_ADMIN_TLS        0                    (1: Qri's admin listener over TLS instead of plain)
+#   BENCH_CLUSTER_RATES    5000,20000,0
+#   BENCH_CLUSTER_IDLE     10000                (streams for the memory step of cluster; 0 = skip)
 # Every qri-bench run is bounded by --max-seconds; every server is stopped after its run.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-scenarios="${BENCH_SCENARIOS:-idle targeted broadcast handshake ingest}"
+scenarios="${BENCH_SCENARIOS:-idle targeted broadcast handshake ingest publish-http publish-batch cluster}"
 servers="${BENCH_SERVERS:-qri nchan}"
-unpinned="${BENCH_UNPINNED-targeted broadcast handshake}"
+# By default, the unpinned run repeats those of targeted, broadcast and handshake that were chosen.
+default_unpinned=""
+for s in targeted broadcast handshake; do
+    [[ " $scenarios " == *" $s "* ]] && default_unpinned+="$s "
+done
+unpinned="${BENCH_UNPINNED-$default_unpinned}"
 idle_checkpoints="${BENCH_IDLE_CHECKPOINTS:-0,1000,10000,19000}"
 conns="${BENCH_CONNS:-10000}"
 rates="${BENCH_RATES:-1000,5000,20000,0}"
@@ -35,6 +57,16 @@ duration="${BENCH_DURATION:-10}"
 handshakes="${BENCH_HANDSHAKES:-5000}"
 ingest_conns="${BENCH_INGEST_CONNS:-100}"
 ramp="${BENCH_RAMP:-2000}"
+repeat="${BENCH_REPEAT:-2}"
+publish_rates="${BENCH_PUBLISH_RATES:-20000,0}"
+publish_conns="${BENCH_PUBLISH_CONNS:-16}"
+publish_depth="${BENCH_PUBLISH_DEPTH:-16}"
+batch="${BENCH_BATCH:-100}"
+batch_conns="${BENCH_BATCH_CONNS:-4}"
+batch_depth="${BENCH_BATCH_DEPTH:-8}"
+admin_tls="${BENCH_ADMIN_TLS:-0}"
+cluster_rates="${BENCH_CLUSTER_RATES:-5000,20000,0}"
+cluster_idle="${BENCH_CLUSTER_IDLE:-10000}"
 out="${BENCH_OUT:-.build/bench/$(date -u +%Y%m%d-%H%M%S)}"
 
 qri=.build/release/qri
@@ -83,6 +115,9 @@ wait_port() {
 server_pid=""     # the process to sample (Qri, or nginx's one worker)
 stop_pid=""       # the process to stop (Qri, or nginx's master)
 server_args=()    # how qri-bench reaches it
+qri_extra=()      # more flags for the next start_qri (--admin-plaintext, --redis …)
+redis_pid=""      # redis-server of the cluster scenario
+redis_url=""
 
 # start_qri THREADS PIN(yes|no)
 start_qri() {
@@ -93,6 +128,7 @@ start_qri() {
                --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --ingest-listen 127.0.0.1:0
                --state-file "$dir/backdoor.json")
     [[ -n $threads ]] && cmd+=(--threads "$threads")
+    cmd+=("${qri_extra[@]}")
     if [[ $pin == yes ]]; then taskset -c 0 "${cmd[@]}" 2> "$log" & else "${cmd[@]}" 2> "$log" & fi
     stop_pid=$!
     server_pid=$stop_pid
@@ -109,6 +145,28 @@ start_qri() {
     ingest="$(sed -E 's/.*ingest=[^ ]*:([0-9]+).*/\1/' <<< "$line")"
     server_args=(--port "$public" --stream-path '/stream?p={p}&s={s}' --ingest-port "$ingest"
                  --admin-port "$admin" --admin-token-file "$token")
+    for flag in "${qri_extra[@]}"; do
+        [[ $flag == --admin-plaintext ]] && server_args+=(--admin-plaintext)
+    done
+    return 0
+}
+
+# start_redis: one redis-server on its own port and folder, no persistence, pinned to core 1.
+start_redis() {
+    local dir="$out/redis-$RANDOM" port
+    mkdir -p "$dir"
+    port="$(free_port)"
+    taskset -c 1 redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save '' --appendonly no \
+        --logfile "$dir/redis.log" --protected-mode yes &
+    redis_pid=$!
+    wait_port "$port" || { echo "bench: redis-server did not start:" >&2; cat "$dir/redis.log" >&2; exit 1; }
+    redis_url="redis://127.0.0.1:$port"
+}
+
+stop_redis() {
+    [[ -n $redis_pid ]] || return 0
+    stop_process "$redis_pid"
+    redis_pid=""
 }
 
 start_nchan() {
@@ -127,16 +185,21 @@ start_nchan() {
                  --publish-path '/pub?p={p}&s={s}')
 }
 
+# stop_process PID: TERM, up to 10 s, then KILL.
+stop_process() {
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
 stop_server() {
     [[ -n $stop_pid ]] || return 0
-    kill -TERM "$stop_pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$stop_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$stop_pid" 2>/dev/null || true
-    wait "$stop_pid" 2>/dev/null || true
+    stop_process "$stop_pid"
     stop_pid=""
     server_pid=""
 }
-trap stop_server EXIT
+trap 'stop_server; stop_redis' EXIT
 
 # run_scenario SERVER SCENARIO LABEL PIN(yes|no)
 run_scenario() {
@@ -170,15 +233,108 @@ run_scenario() {
     else
         "$bench" "${args[@]}" > "$log" 2>&1 || status=$?
     fi
+    finish_run "$log" "$status" "$scenario" "$label"
+}
+
+# finish_run LOG STATUS WHAT LABEL: keeps the RESULT lines, shows the table, stops the server.
+finish_run() {
+    local log=$1 status=$2
     grep '^RESULT' "$log" >> "$results" || true
     sed -n '/^qri-bench .* against/,$p' "$log"
     grep -E '^qri-bench: (warning|holding)' "$log" || true
     stop_server
-    [[ $status == 0 ]] || echo "bench: $scenario against $label failed (status $status), see $log"
+    [[ $status == 0 ]] || echo "bench: $3 against $4 failed (status $status), see $log"
+}
+
+# run_qri_bench NAME LABEL REP ARGS…: one qri-bench run (pinned to core 1) against the
+# server started last; its RESULT lines carry NAME as scenario and REP; stops the server.
+run_qri_bench() {
+    local name=$1 label=$2 rep=$3
+    shift 3
+    local args=(--label "$label" --result-scenario "$name" --rep "$rep" --server-pid "$server_pid" "${server_args[@]}" "$@")
+    echo
+    echo "== $name: $label, repetition $rep (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+    local log="$out/$name-$label-$rep.log" status=0
+    taskset -c 1 "$bench" "${args[@]}" > "$log" 2>&1 || status=$?
+    finish_run "$log" "$status" "$name" "$label"
+}
+
+# Issue 12: single POST /publish against Nchan's /pub, the same targeted streams.
+scenario_publish_http() {
+    local rep server tls=()
+    [[ $admin_tls == 1 ]] || tls=(--admin-plaintext)
+    for rep in $(seq "$repeat"); do
+        for server in $servers; do
+            if [[ $server == qri ]]; then
+                qri_extra=("${tls[@]}")
+                start_qri 1 yes
+                qri_extra=()
+                run_qri_bench publish-http qri "$rep" targeted --conns "$conns" --rates "$publish_rates" \
+                    --duration "$duration" --ramp "$ramp" --window 20000 --max-seconds 240 \
+                    --publish publish --publish-connections "$publish_conns" --pipeline "$publish_depth"
+            else
+                start_nchan
+                run_qri_bench publish-http nchan "$rep" targeted --conns "$conns" --rates "$publish_rates" \
+                    --duration "$duration" --ramp "$ramp" --window 20000 --max-seconds 240 \
+                    --publish http --publish-connections "$publish_conns" --pipeline "$publish_depth"
+            fi
+        done
+    done
+}
+
+# Issue 12: NDJSON batches of POST /publish against the BER ingest port, same streams.
+scenario_publish_batch() {
+    local rep tls=()
+    [[ $admin_tls == 1 ]] || tls=(--admin-plaintext)
+    for rep in $(seq "$repeat"); do
+        start_qri 1 yes
+        run_qri_bench publish-batch qri-ingest "$rep" targeted --conns "$conns" --rates "$publish_rates" \
+            --duration "$duration" --ramp "$ramp" --window 20000 --max-seconds 240 --publish ingest
+        qri_extra=("${tls[@]}")
+        start_qri 1 yes
+        qri_extra=()
+        run_qri_bench publish-batch qri-batch "$rep" targeted --conns "$conns" --rates "$publish_rates" \
+            --duration "$duration" --ramp "$ramp" --window 20000 --max-seconds 240 \
+            --publish publish-batch --batch "$batch" --publish-connections "$batch_conns" --pipeline "$batch_depth"
+    done
+}
+
+# Issue 9: one node alone, then one node over one redis-server (core 1, shared with
+# qri-bench), targeted delivery over the ingest port; then memory per idle stream.
+scenario_cluster() {
+    command -v redis-server >/dev/null || { echo "bench: redis-server is not installed (make deps): no cluster step"; return 0; }
+    local rep targeted=(targeted --conns "$conns" --rates "$cluster_rates" --duration "$duration" --ramp "$ramp"
+                        --window 20000 --max-seconds 240 --publish ingest)
+    for rep in $(seq "$repeat"); do
+        start_qri 1 yes
+        run_qri_bench cluster qri-single "$rep" "${targeted[@]}"
+        start_redis
+        qri_extra=(--redis "$redis_url")
+        start_qri 1 yes
+        qri_extra=()
+        run_qri_bench cluster qri-cluster "$rep" "${targeted[@]}" --sample-pid "redis:$redis_pid"
+        stop_redis
+    done
+    if [[ $cluster_idle != 0 ]]; then
+        start_qri 1 yes
+        run_qri_bench cluster-idle qri-single 1 idle --checkpoints "0,$cluster_idle" --ramp "$ramp" --max-seconds 150
+        start_redis
+        qri_extra=(--redis "$redis_url")
+        start_qri 1 yes
+        qri_extra=()
+        run_qri_bench cluster-idle qri-cluster 1 idle --checkpoints "0,$cluster_idle" --ramp "$ramp" --max-seconds 150 \
+            --sample-pid "redis:$redis_pid"
+        stop_redis
+    fi
 }
 
 started=$SECONDS
 for scenario in $scenarios; do
+    case $scenario in
+        publish-http) scenario_publish_http; continue ;;
+        publish-batch) scenario_publish_batch; continue ;;
+        cluster) scenario_cluster; continue ;;
+    esac
     for server in $servers; do
         run_scenario "$server" "$scenario" "$server" yes
     done

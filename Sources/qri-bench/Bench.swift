@@ -66,6 +66,7 @@ final class Bench {
     private(set) var results: [ResultLine] = []
     private(set) var failure: String?
     private var idleBaseline: Int?
+    private lazy var otherIdleBaselines: [Int?] = Array(repeating: nil, count: options.samplePIDs.count)
 
     init(options: BenchOptions) throws {
         self.options = options
@@ -135,8 +136,10 @@ final class Bench {
                 list.append(sampleIdle(checkpoint))
             }
         case .targeted, .smoke:
-            list.append(connectPublishers(options.publishVia, count: options.publishConnections))
+            // Publishers connect once the streams are open: an admin connection that sends
+            // no request for HEADER_TIMEOUT (10 s) is closed, and a ramp can take longer.
             list.append(rampTo(options.conns))
+            list.append(connectPublishers(options.publishVia, count: options.publishConnections))
             list.append(wait(1))
             for rate in options.rates { list.append(publishStep(rate: rate, broadcast: false, windowed: true)) }
         case .broadcast:
@@ -301,6 +304,12 @@ final class Bench {
                 r.set("rss_delta_kb", (s.rssBytes - base) / 1024)
                 if openStreams > 0 { r.set("bytes_per_stream", (s.rssBytes - base) / openStreams) }
             }
+            for (i, other) in options.samplePIDs.enumerated() {
+                guard let s = ProcessStats.sample(pid: other.pid) else { continue }
+                if checkpoint == 0 || otherIdleBaselines[i] == nil { otherIdleBaselines[i] = s.rssBytes }
+                r.set("\(other.name)_rss_kb", s.rssBytes / 1024)
+                if openStreams > 0 { r.set("\(other.name)_bytes_per_stream", (s.rssBytes - (otherIdleBaselines[i] ?? s.rssBytes)) / openStreams) }
+            }
             r.set("client_rss_mb", Double(ProcessStats.sampleSelf().rssBytes) / 1048576, digits: 1)
             r.set("failures", streamFailures)
             r.set("dropped", droppedAfterOpen)
@@ -322,11 +331,16 @@ final class Bench {
                         guard let port = options.ingestPort else { return fail("--ingest-port is needed to publish over ingest") }
                         var c = Connector(host: options.host, port: port, sourceAddresses: 0)
                         publishers.append(try IngestPublisher(bench: self, fd: try c.connect(), tls: nil))
-                    case .publish, .backdoor:
+                    case .publish, .publishBatch, .backdoor:
                         guard let port = options.adminPort else { return fail("--admin-port is needed to publish over the admin API") }
                         var c = Connector(host: options.host, port: port, sourceAddresses: 0)
+                        let kind: HTTPPublisher.Kind = switch via {
+                        case .publish: .qriPublish
+                        case .publishBatch: .qriBatch(size: options.batch)
+                        default: .qriBackdoor
+                        }
                         publishers.append(try HTTPPublisher(bench: self, fd: try c.connect(), tls: adminTLS,
-                                                            kind: via == .publish ? .qriPublish : .qriBackdoor,
+                                                            kind: kind,
                                                             token: options.adminToken, maxOutstanding: options.pipeline))
                     case .http:
                         guard let port = options.publishPort else { return fail("--publish-port is needed to publish over HTTP") }
@@ -354,6 +368,7 @@ final class Bench {
         var startedAt: UInt64 = 0
         var publishEnd: UInt64 = 0
         var serverBefore: ProcessSample?
+        var othersBefore: [ProcessSample?] = []
         var clientBefore = ProcessStats.sampleSelf()
         var message: [UInt8] = []
         let duration = UInt64(options.duration * 1e9)
@@ -371,6 +386,7 @@ final class Bench {
             broadcastReceived = []
             broadcastLast = []
             serverBefore = options.serverPID.flatMap { ProcessStats.sample(pid: $0) }
+            othersBefore = options.samplePIDs.map { ProcessStats.sample(pid: $0.pid) }
             clientBefore = ProcessStats.sampleSelf()
             startedAt = now
             publishEnd = 0
@@ -386,7 +402,7 @@ final class Bench {
                     budget = min(budget, max(room / perMessage, expected == delivered ? 1 : 0))
                 }
                 while budget > 0 {
-                    guard let publisher = nextReadyPublisher() else { break }
+                    guard let (publisherIndex, publisher) = nextReadyPublisher() else { break }
                     message.removeAll(keepingCapacity: true)
                     Stamp.append(Stamp(sentAt: now, step: step, seq: published), paddedTo: options.messageBytes, to: &message)
                     if broadcast {
@@ -397,7 +413,14 @@ final class Bench {
                         broadcastReceived.append(0)
                         broadcastLast.append(0)
                     } else {
-                        let pair = Int(random.next() % UInt64(max(options.peers, 1)))
+                        // A pair always goes through the same connection, as a backend would
+                        // keep a pair's messages in order: pair ≡ publisher index (mod count).
+                        let peers = max(options.peers, 1)
+                        var pair = Int(random.next() % UInt64(peers))
+                        if publishers.count > 1 && peers >= publishers.count {
+                            pair = pair - pair % publishers.count + publisherIndex
+                            if pair >= peers { pair -= publishers.count }
+                        }
                         publisher.publish(pair: pair, message: message)
                         expected += pairStreams[pair]
                     }
@@ -413,12 +436,18 @@ final class Bench {
             if publishEnd == 0 { publishEnd = t }
             if delivered < expected && t - publishEnd < UInt64(options.drain * 1e9) { return false }
             let serverAfter = options.serverPID.flatMap { ProcessStats.sample(pid: $0) }
-            let usage = SideUsage(serverBefore: serverBefore, serverAfter: serverAfter,
+            let othersAfter = options.samplePIDs.map { ProcessStats.sample(pid: $0.pid) }
+            var usage = SideUsage(serverBefore: serverBefore, serverAfter: serverAfter,
                                   clientBefore: clientBefore, clientAfter: ProcessStats.sampleSelf())
             let seconds = Double(max(publishEnd, lastDeliveryAt) - startedAt) / 1e9
             var r = header(step: rate > 0 ? "\(Int(rate))" : "max")
             r.set("streams", openStreams)
             r.set("via", options.publishVia.rawValue)
+            if options.publishVia != .ingest {
+                r.set("publish_connections", publishers.count)
+                r.set("pipeline", options.pipeline)
+                if options.publishVia == .publishBatch { r.set("batch", options.batch) }
+            }
             r.set("offered_per_s", rate > 0 ? Report.format(rate, digits: 0) : "max")
             r.set("published", published)
             r.set("published_per_s", Double(published) / (Double(publishEnd - startedAt) / 1e9), digits: 0)
@@ -444,9 +473,20 @@ final class Bench {
                 r.set("last_max_us", Double(last.max) / 1000, digits: 0)
                 r.set("incomplete_broadcasts", incomplete)
             }
+            for (i, other) in options.samplePIDs.enumerated() {
+                guard i < othersBefore.count, let b = othersBefore[i], let a = othersAfter[i] else { continue }
+                let ns = a.cpuNanoseconds &- b.cpuNanoseconds
+                let share = Double(ns) / Double(max(a.at - b.at, 1))
+                usage.foreignCPU = max(0, usage.foreignCPU - share)
+                r.set("\(other.name)_cpu_pct", share * 100, digits: 0)
+                if delivered > 0 { r.set("\(other.name)_us_per_event", Double(ns) / 1000 / Double(delivered), digits: 2) }
+                r.set("\(other.name)_rss_mb", Double(a.rssBytes) / 1048576, digits: 1)
+            }
             addUsage(&r, usage, operations: delivered, unit: "event")
             r.set("dropped", droppedAfterOpen)
             r.set("publish_errors", publishers.reduce(0) { $0 + $1.errors })
+            let entryErrors = publishers.reduce(0) { $0 + (($1 as? HTTPPublisher)?.entryErrors ?? 0) }
+            if entryErrors > 0 { r.set("entry_errors", entryErrors) }
             if let e = publishers.first(where: { $0.errors > 0 })?.lastError { r.set("publish_error", String(e.prefix(60))) }
             record(r)
             if delivered == 0 { fail("step \(r["step"] ?? "?") delivered no event (\(lastFailure))") }
@@ -454,11 +494,11 @@ final class Bench {
         })
     }
 
-    private func nextReadyPublisher() -> (any Publisher)? {
+    private func nextReadyPublisher() -> (Int, any Publisher)? {
         for _ in 0..<publishers.count {
-            let p = publishers[nextPublisher % publishers.count]
+            let i = nextPublisher % publishers.count
             nextPublisher += 1
-            if p.canPublish { return p }
+            if publishers[i].canPublish { return (i, publishers[i]) }
         }
         return nil
     }
@@ -519,8 +559,9 @@ final class Bench {
     private func header(step: String) -> ResultLine {
         var r = ResultLine()
         r.set("label", options.label)
-        r.set("scenario", options.scenario.rawValue)
+        r.set("scenario", options.resultScenario)
         r.set("step", step)
+        if let rep = options.rep { r.set("rep", rep) }
         return r
     }
 

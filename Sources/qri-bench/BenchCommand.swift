@@ -14,9 +14,13 @@ struct BenchCommand: ParsableCommand {
         Scenarios: idle (RSS at --checkpoints open streams), targeted (messages to random pairs at \
         each of --rates, 0 = flat out), broadcast (backdoor broadcasts at each of --rates), \
         handshake (--count stream openings, fresh and resumed), ingest (one publisher flat out), \
-        smoke (a short targeted run that fails when no event arrives). Each measured step prints \
-        one line `RESULT key=value …`; a table follows at the end. Single-threaded and \
-        non-blocking; loopback only. With --server-pid, server RSS and CPU come from /proc.
+        smoke (a short targeted run that fails when no event arrives). Messages go in over --publish: \
+        the ingest port, POST /publish one at a time or in NDJSON batches of --batch, POST /backdoor, \
+        or raw POSTs to Nchan's publisher; HTTP publishers keep --publish-connections connections \
+        with --pipeline requests in flight each, a pair always on the same connection. Each measured \
+        step prints one line `RESULT key=value …`; a table follows at the end. Single-threaded and \
+        non-blocking; loopback only. With --server-pid, server RSS and CPU come from /proc; --sample-pid adds another process \
+        (redis-server) beside it.
         """)
 
     @Argument(help: "idle, targeted, broadcast, handshake, ingest or smoke.") var scenario: String
@@ -45,7 +49,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Handshake scenario: fresh, resumed or both.") var modes = "fresh,resumed"
     @Option(name: .customLong("message-bytes"), help: "Message size (stamp plus padding).") var messageBytes = 64
 
-    @Option(help: "ingest, publish, backdoor (Qri admin API) or http (raw POST, Nchan).") var publish = "ingest"
+    @Option(help: "ingest, publish (single POST /publish), publish-batch (NDJSON POST /publish), backdoor (Qri admin API) or http (raw POST, Nchan).") var publish = "ingest"
     @Option(name: .customLong("ingest-port"), help: "Qri's BER ingest port.") var ingestPort: UInt16?
     @Option(name: .customLong("admin-port"), help: "Qri's admin port.") var adminPort: UInt16?
     @Option(name: .customLong("admin-token-file"), help: "File with Qri's admin bearer token.") var adminTokenFile: String?
@@ -54,6 +58,10 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("publish-path"), help: "Publisher path; {p} and {s} are the pair.") var publishPath = "/pub?p={p}&s={s}"
     @Option(name: .customLong("publish-connections"), help: "Publisher connections.") var publishConnections = 1
     @Option(help: "HTTP requests in flight per publisher connection.") var pipeline = 64
+    @Option(help: "Messages per request with --publish publish-batch.") var batch = 100
+    @Option(name: .customLong("result-scenario"), help: "Scenario name in the RESULT lines (default: the scenario).") var resultScenario: String?
+    @Option(help: "Repetition number, added to the RESULT lines.") var rep: Int?
+    @Option(name: .customLong("sample-pid"), help: "NAME:PID of another process to sample beside the server (CPU and RSS), e.g. redis:1234; repeatable.") var samplePID: [String] = []
     @Flag(name: .customLong("broadcast-pair"), help: "Every stream subscribes to the pair all/all (Nchan's broadcast channel).") var broadcastPair = false
 
     @Option(name: .customLong("server-pid"), help: "Server process to sample (/proc RSS and CPU).") var serverPID: Int32?
@@ -64,7 +72,12 @@ struct BenchCommand: ParsableCommand {
         guard BenchOptions.Scenario(rawValue: scenario) != nil else {
             throw ValidationError("unknown scenario \(scenario); one of \(BenchOptions.Scenario.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        guard BenchOptions.PublishVia(rawValue: publish) != nil else { throw ValidationError("--publish: ingest, publish, backdoor or http") }
+        guard BenchOptions.PublishVia(rawValue: publish) != nil else { throw ValidationError("--publish: ingest, publish, publish-batch, backdoor or http") }
+        for item in samplePID {
+            let parts = item.split(separator: ":")
+            guard parts.count == 2, !parts[0].isEmpty, Int32(parts[1]) != nil else { throw ValidationError("--sample-pid NAME:PID, not \(item)") }
+        }
+        guard batch > 0 else { throw ValidationError("--batch must be positive") }
         guard host.hasPrefix("127.") else { throw ValidationError("--host must be a loopback address (127.0.0.0/8)") }
         guard conns >= 0, ramp > 0, maxPending > 0, duration > 0, window > 0, count > 0, concurrency > 0 else {
             throw ValidationError("sizes must be positive")
@@ -91,7 +104,13 @@ struct BenchCommand: ParsableCommand {
             messageBytes: max(messageBytes, 8), publishVia: BenchOptions.PublishVia(rawValue: publish)!,
             ingestPort: ingestPort, adminPort: adminPort, adminToken: token, adminPlaintext: adminPlaintext,
             publishPort: publishPort, publishPath: publishPath, publishConnections: publishConnections,
-            pipeline: pipeline, broadcastPair: broadcastPair, serverPID: serverPID, serverCores: serverCores,
+            pipeline: pipeline, broadcastPair: broadcastPair, batch: batch,
+            resultScenario: resultScenario ?? scenario.rawValue, rep: rep,
+            samplePIDs: samplePID.map { item in
+                let parts = item.split(separator: ":")
+                return (String(parts[0]), Int32(parts[1])!)
+            },
+            serverPID: serverPID, serverCores: serverCores,
             maxSeconds: maxSeconds)
         let needed = (scenario == .idle ? options.checkpoints.max() ?? 0 : options.conns) + 64
         if scenario != .handshake && needed > limit {

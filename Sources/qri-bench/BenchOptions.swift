@@ -7,8 +7,10 @@ struct BenchOptions {
     enum PublishVia: String, CaseIterable {
         /// The BER ingest port (qri-py wire format).
         case ingest
-        /// Qri's `POST /publish` on the admin port.
+        /// Qri's `POST /publish` on the admin port, one message a request (form body).
         case publish
+        /// Qri's `POST /publish` with NDJSON bodies of `--batch` messages.
+        case publishBatch = "publish-batch"
         /// Qri's `POST /backdoor` on the admin port (broadcasts).
         case backdoor
         /// Plain HTTP POSTs of the raw message to `publishPath` (Nchan's publisher).
@@ -47,6 +49,13 @@ struct BenchOptions {
     var publishConnections: Int
     var pipeline: Int
     var broadcastPair: Bool
+    var batch: Int
+    /// The scenario name in RESULT lines (default: the scenario).
+    var resultScenario: String
+    /// Repetition number in RESULT lines (run.sh alternates servers and repeats).
+    var rep: Int?
+    /// More processes to sample next to the server (name, pid): e.g. redis-server.
+    var samplePIDs: [(name: String, pid: Int32)]
     var serverPID: Int32?
     var serverCores: Double
     var maxSeconds: Double
