@@ -24,6 +24,9 @@ public final class RedisConnection: ReadinessHandler {
     public var onDown: ((String) -> Void)?
     /// Pub/sub pushes of a subscriber connection.
     public var onPush: ((RESPValue) -> Void)?
+    /// Called after the replies and pushes of one read were handed out: where a subscriber
+    /// hands the messages of one read on as one batch.
+    public var onReadEnd: (() -> Void)?
 
     private enum State { case down, connecting, handshaking, settingUp, up }
 
@@ -216,8 +219,10 @@ public final class RedisConnection: ReadinessHandler {
                 do {
                     while state != .down, let value = try reader.next() { dispatch(value) }
                 } catch {
+                    onReadEnd?()
                     return failed("\(error)")
                 }
+                onReadEnd?()
             case .wantRead:
                 return
             case .wantWrite:

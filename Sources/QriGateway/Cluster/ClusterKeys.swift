@@ -11,7 +11,17 @@ import QriRedis
 /// `qri:backdoor` (hash type → message) and the channel `qri:control`.
 enum ClusterKeys {
     static func name(of pair: PairKey) -> [UInt8] {
-        Array(String(pair.peer.count).utf8) + [UInt8(ascii: ":")] + pair.peer + pair.checksum
+        name(peer: pair.peer[...], checksum: pair.checksum[...])
+    }
+
+    static func name(peer: ArraySlice<UInt8>, checksum: ArraySlice<UInt8>) -> [UInt8] {
+        var name: [UInt8] = []
+        name.reserveCapacity(8 + peer.count + checksum.count)
+        name += String(peer.count).utf8
+        name.append(UInt8(ascii: ":"))
+        name += peer
+        name += checksum
+        return name
     }
 
     static func history(_ name: [UInt8]) -> [UInt8] { Array("qri:h:".utf8) + name }
@@ -57,7 +67,11 @@ enum ClusterKeys {
     }
 
     static func shard(of pair: PairKey, shards: Int) -> Int {
-        shards <= 1 ? 0 : jumpHash(stableHash(name(of: pair)), buckets: shards)
+        shard(ofName: name(of: pair), shards: shards)
+    }
+
+    static func shard(ofName name: [UInt8], shards: Int) -> Int {
+        shards <= 1 ? 0 : jumpHash(stableHash(name), buckets: shards)
     }
 
     /// What every node of one cluster must agree on: the server list, in order.

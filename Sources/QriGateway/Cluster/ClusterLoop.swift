@@ -107,8 +107,7 @@ final class ClusterLoop: @unchecked Sendable {
         var remaining = messages.count
         if remaining == 0 { return done([]) }
         for (i, message) in messages.enumerated() {
-            let pair = PairKey(peer: Array(message.peer), checksum: Array(message.checksum))
-            let name = ClusterKeys.name(of: pair)
+            let name = ClusterKeys.name(peer: message.peer, checksum: message.checksum)
             let arguments: [[UInt8]] = [
                 Array("EVALSHA".utf8), Self.publishScript.sha, Array("5".utf8),
                 ClusterKeys.history(name), ClusterKeys.meta(name), ClusterKeys.channel(name), ClusterKeys.last, ClusterKeys.first,
@@ -120,7 +119,7 @@ final class ClusterLoop: @unchecked Sendable {
                 if remaining == 0 { done(results.map { $0! }) }
             }
             if deadline != nil { deadlines.append(publish) }
-            let shard = node.shard(of: pair)
+            let shard = node.shard(ofName: name)
             if connections[shard].isUp && waiting[shard].isEmpty {
                 send(publish, shard: shard)
             } else {

@@ -131,6 +131,7 @@ final class ClusterNode: @unchecked Sendable {
     }
 
     func shard(of pair: PairKey) -> Int { ClusterKeys.shard(of: pair, shards: servers.count) }
+    func shard(ofName name: [UInt8]) -> Int { ClusterKeys.shard(ofName: name, shards: servers.count) }
 
     // MARK: Readiness
 

@@ -29,6 +29,9 @@ final class ClusterSubscriber: @unchecked Sendable {
     /// Per server after a (re)connect: confirmations still awaited before it counts as ready.
     private var resubscribing: [Int]
     private var everUp: [Bool]
+    /// Messages of the current read, handed to the registry together (one lock, one hand-off
+    /// per loop) when the read has been parsed.
+    private var arrived: [(pair: PairKey, event: EncodedEvent)] = []
 
     init(node: ClusterNode, worker: LoopWorker) {
         self.node = node
@@ -45,6 +48,7 @@ final class ClusterSubscriber: @unchecked Sendable {
                                              up: { [unowned self] in self.connectionUp($0) },
                                              down: { [unowned self] in self.connectionDown($0, $1) })
             connection.onPush = { [unowned self] push in self.received(push, shard: shard) }
+            connection.onReadEnd = { [unowned self] in self.deliverArrived() }
             connections.append(connection)
             connection.start()
         }
@@ -120,7 +124,7 @@ final class ClusterSubscriber: @unchecked Sendable {
             guard let pair = ClusterKeys.pair(ofChannel: channel), let entry = ClusterKeys.entry(payload) else { return }
             var body: [UInt8] = []
             SSEEncoder.appendBody(data: entry.message, to: &body)
-            worker.gateway.registry.deliverFromCluster([(pair, EncodedEvent(id: entry.id, body: body))])
+            arrived.append((pair, EncodedEvent(id: entry.id, body: body)))
         case "subscribe", "unsubscribe":
             guard items.count == 3, let channel = items[1].bytes else { return }
             if channel == ClusterKeys.control {
@@ -133,6 +137,12 @@ final class ClusterSubscriber: @unchecked Sendable {
         default:
             break
         }
+    }
+
+    private func deliverArrived() {
+        guard !arrived.isEmpty else { return }
+        worker.gateway.registry.deliverFromCluster(arrived)
+        arrived.removeAll(keepingCapacity: true)
     }
 
     private func confirmed(_ pair: PairKey, subscribe: Bool) {
