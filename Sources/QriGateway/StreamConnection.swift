@@ -74,8 +74,8 @@ final class StreamConnection: Connection {
         }
     }
 
-    /// Queues a live event unless it predates the stream; closes the stream when its client
-    /// reads too slowly. Returns whether the event was queued.
+    /// Queues a live event unless it predates the stream. Returns whether the event was queued;
+    /// whether the client is too slow is judged when the write is tried (`didRefuseOutput`).
     func sendLive(_ event: EncodedEvent) -> Bool {
         guard !isClosed else { return false }
         if worker.clusterLoop != nil {
@@ -86,12 +86,16 @@ final class StreamConnection: Connection {
             guard state == .streaming, event.id > startID else { return false }
         }
         enqueue(event)
-        if pendingOutputBytes > worker.gateway.configuration.streamBufferBytes {
-            worker.gateway.metrics.slowStreamsClosed.increment()
-            close()
-            return false
-        }
         return true
+    }
+
+    /// The slow-stream rule: judged after a write was tried and the socket took no more, on
+    /// the bytes still queued — never on events queued in this pass before any write.
+    override func didRefuseOutput() {
+        guard state == .streaming || state == .opening,
+              pendingOutputBytes > worker.gateway.configuration.streamBufferBytes else { return }
+        worker.gateway.metrics.slowStreamsClosed.increment()
+        close()
     }
 
     // MARK: Answering
