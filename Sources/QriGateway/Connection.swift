@@ -178,6 +178,23 @@ class Connection: ReadinessHandler {
         }
     }
 
+    /// Queues this connection for the before-sleep flush (a protocol that makes its output
+    /// there, as HTTP/2 does).
+    func requestFlush() {
+        scheduleFlush()
+    }
+
+    /// Appends bytes to the output queue without scheduling a flush (for use inside one).
+    func appendOutput(_ bytes: UnsafeRawBufferPointer) {
+        output.append(bytes)
+    }
+
+    /// Closes in order once everything queued (and made by the next flush) has been written.
+    func closeWhenOutputDrained() {
+        closeWhenFlushed = true
+        scheduleFlush()
+    }
+
     /// Queues `bytes`, then closes in order once everything queued has been written.
     func enqueueAndClose(_ bytes: [UInt8]) {
         enqueue(bytes)
