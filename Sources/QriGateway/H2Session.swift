@@ -1,5 +1,6 @@
 import CQriNghttp2
 import QriHTTP
+import QriLoop
 
 /// The HTTP/2 side of a public connection whose ALPN selected `h2`: nghttp2's server session
 /// driven with memory I/O by the connection's reads and flushes, and the connection's
@@ -97,9 +98,13 @@ final class H2Session {
             }
         }
         connection.requestFlush()
-        if abuse == nil && nghttp2_session_want_read(session) == 0 && !goingAway {
-            // nghttp2 ended the session on its own (its GOAWAY is queued).
-            refuse(.h2ProtocolError, nil)
+        if abuse == nil && nghttp2_session_want_read(session) == 0 {
+            // The session ended (the client's GOAWAY, or nghttp2's own, counted in
+            // `frameSent`): close once what is queued has been written.
+            closeEventStreams()
+            connection.closeWhenOutputDrained()
+            worker.arm(connection, .linger)
+            return false
         }
         return abuse == nil
     }
@@ -113,6 +118,8 @@ final class H2Session {
         if let code { nghttp2_session_terminate_session(session, code.rawValue) }
         closeEventStreams()
         connection.closeWhenOutputDrained()
+        // A client that does not read its GOAWAY does not keep the connection.
+        worker.arm(connection, .linger)
     }
 
     private func beginHeaders(_ id: Int32, category: nghttp2_headers_category) -> Int32 {
@@ -134,6 +141,11 @@ final class H2Session {
     }
 
     private func frameReceived(_ header: nghttp2_frame_hd) -> Int32 {
+        if header.length == 0 && header.type == UInt8(NGHTTP2_DATA.rawValue)
+            && header.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) == 0 && emptyFrameFlood() {
+            refuse(.h2Flood, NGHTTP2_ENHANCE_YOUR_CALM)
+            return Int32(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue)
+        }
         guard header.type == UInt8(NGHTTP2_HEADERS.rawValue) || header.type == UInt8(NGHTTP2_DATA.rawValue),
               let stream = streams[header.stream_id], let request = stream.request else { return 0 }
         let ended = header.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
@@ -145,22 +157,36 @@ final class H2Session {
         return 0
     }
 
+    /// Empty DATA frames (no END_STREAM) this second, and when the second began: they cost
+    /// a callback each and carry nothing (nghttp2 1.52 does not bound them).
+    private var emptyFrames = 0
+    private var emptyFramesSince: UInt64 = 0
+    static let emptyFramesPerSecond = 100
+
+    private func emptyFrameFlood() -> Bool {
+        let now = Clock.monotonicNanoseconds()
+        if now - emptyFramesSince > 1_000_000_000 {
+            emptyFramesSince = now
+            emptyFrames = 0
+        }
+        emptyFrames += 1
+        return emptyFrames > Self.emptyFramesPerSecond
+    }
+
     private func streamClosed(_ id: Int32) {
         guard let stream = streams.removeValue(forKey: id) else { return }
         stream.closed()
     }
 
     private func frameSent(_ frame: nghttp2_frame) {
-        // nghttp2's own bounds (rapid reset) end the session with GOAWAY INTERNAL_ERROR or
-        // ENHANCE_YOUR_CALM before we know of it: count them by what was sent.
+        // nghttp2 ends a session on its own — its rapid-reset bucket with INTERNAL_ERROR, a
+        // frame that breaks the protocol with PROTOCOL_ERROR and the like — without
+        // `mem_recv` failing: count it by the GOAWAY it sent.
         guard frame.hd.type == UInt8(NGHTTP2_GOAWAY.rawValue), abuse == nil, !goingAway else { return }
         let code = frame.goaway.error_code
-        if code == NGHTTP2_INTERNAL_ERROR.rawValue || code == NGHTTP2_ENHANCE_YOUR_CALM.rawValue {
-            abuse = .h2RapidReset
-            worker.reject(fd: connection.transport.fd, .h2RapidReset)
-            closeEventStreams()
-            connection.closeWhenOutputDrained()
-        }
+        guard code != NGHTTP2_NO_ERROR.rawValue else { return }
+        refuse(code == NGHTTP2_INTERNAL_ERROR.rawValue ? .h2RapidReset
+               : code == NGHTTP2_ENHANCE_YOUR_CALM.rawValue ? .h2Flood : .h2ProtocolError, nil)
     }
 
     // MARK: Streams

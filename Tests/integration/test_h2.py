@@ -19,6 +19,14 @@ def h2(srv, **kw) -> H2Client:
     return client
 
 
+def opened(srv, p, s):
+    """A new HTTP/2 connection with one stream that has had its first Tick."""
+    client = h2(srv)
+    stream = client.stream(p, s)
+    client.wait(lambda: stream.events, what=f"the Tick of stream {p}/{s}")
+    return client, stream
+
+
 def publish(srv, peer, checksum, message) -> dict:
     resp = srv.admin("POST", "/publish", data={"peer": peer, "checksum": checksum, "message": message})
     assert resp.status_code == 202, resp.text
@@ -136,9 +144,7 @@ def test_max_concurrent_streams_is_h2_max_streams(admin_qri):
 
 def test_shutdown_sends_goaway(admin_qri):
     srv = admin_qri()
-    c = h2(srv)
-    s = c.stream("g", "x")
-    c.wait(lambda: s.events, what="Tick")
+    c, _ = opened(srv, "g", "x")
     srv.signal(signal.SIGTERM)
     c.wait(lambda: c.goaway is not None, what="GOAWAY")
     assert c.goaway.error_code == 0
@@ -151,3 +157,14 @@ def test_http11_is_still_selected_when_h2_is_not_offered(admin_qri):
     stream = srv.stream("one", "x")
     assert stream.status == 200
     assert srv.metric("qri_streams", protocol="h1") == 1
+
+
+def test_sighup_rotation_leaves_h2_streams_open(admin_qri):
+    srv = admin_qri()
+    c, s = opened(srv, "hup", "x")
+    srv.signal(signal.SIGHUP)
+    srv.wait_metric("qri_cert_reloads_total", lambda v: v == 1, result="ok")
+    publish(srv, "hup", "x", "after rotation")
+    c.wait_data(s, "after rotation")
+    opened(srv, "hup", "x")
+    assert c.goaway is None and not c.closed

@@ -3,7 +3,7 @@
 `qri_connections_rejected_total{reason}`, and leaves the process serving other connections."""
 
 from h2.errors import ErrorCodes
-from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame, SettingsFrame
+from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame, PingFrame, SettingsFrame
 
 from qri_h2 import H2Client
 
@@ -90,4 +90,13 @@ def test_settings_flood(admin_qri):
     srv = admin_qri()
     c = h2(srv)
     send_raw(c, SettingsFrame(0, settings={SettingsFrame.ENABLE_PUSH: 0}).serialize() * 5000)
+    attacked(srv, c, "h2_flood")
+
+
+def test_empty_data_frame_flood(admin_qri):
+    srv = admin_qri()
+    c = h2(srv)
+    # A request with a body that never comes: empty DATA frames, no END_STREAM.
+    c.request("/stream?p=e&s=x", end=False)
+    send_raw(c, DataFrame(1, data=b"").serialize() * 2000)
     attacked(srv, c, "h2_flood")
