@@ -168,3 +168,23 @@ def test_sighup_rotation_leaves_h2_streams_open(admin_qri):
     c.wait_data(s, "after rotation")
     opened(srv, "hup", "x")
     assert c.goaway is None and not c.closed
+
+
+def test_an_idle_h2_stream_costs_little_memory(admin_qri):
+    """Issue 10's target: at most 2 KB of server memory per additional idle stream on an
+    existing connection (RSS, so the bound here is looser against allocator noise)."""
+    srv = admin_qri("--threads", "1")
+    clients = [opened(srv, f"warm{i}", "x")[0] for i in range(8)]
+    for c in clients:                       # warm the registry and allocator
+        more = [c.stream(f"w{c.sock.fileno()}-{j}", "x") for j in range(20)]
+        c.wait(lambda: all(s.events for s in more), what="warm-up streams")
+    before = srv.rss_bytes()
+    count = 0
+    for k, c in enumerate(clients):
+        fresh = [c.stream(f"idle{k}-{j}", "x") for j in range(100)]
+        c.wait(lambda: all(s.events for s in fresh), what="100 idle streams")
+        count += len(fresh)
+    assert srv.metric("qri_streams", protocol="h2") == 8 * 21 + count
+    per_stream = (srv.rss_bytes() - before) / count
+    print(f"RSS per additional idle h2 stream: {per_stream:.0f} bytes")
+    assert per_stream < 4096, f"{per_stream:.0f} bytes of RSS per idle h2 stream"
