@@ -21,8 +21,8 @@ PYTHON       ?= python3
 VENV         := .venv
 VENV_STAMP   := $(VENV)/.deps-stamp
 REQUIREMENTS := Tests/integration/requirements.txt
-BUILD_PACKAGES := libssl-dev openssl libhiredis-dev pkg-config
-APT_PACKAGES := $(BUILD_PACKAGES) curl chromium faketime redis-server redis-tools
+BUILD_PACKAGES := libssl-dev openssl libhiredis-dev libnghttp2-dev pkg-config
+APT_PACKAGES := $(BUILD_PACKAGES) curl nghttp2-client chromium faketime redis-server redis-tools
 BIN          := .build/release/qri
 PYTEST_ARGS  ?=
 

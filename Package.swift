@@ -34,6 +34,11 @@ let package = Package(
             pkgConfig: "hiredis",
             providers: [.apt(["libhiredis-dev"])]
         ),
+        .systemLibrary(
+            name: "CQriNghttp2",
+            pkgConfig: "libnghttp2",
+            providers: [.apt(["libnghttp2-dev"])]
+        ),
         .target(
             name: "CQriSystem",
             cSettings: [.define("_GNU_SOURCE")]
@@ -56,7 +61,7 @@ let package = Package(
         .target(
             name: "QriGateway",
             dependencies: [
-                "QriLoop", "QriTLS", "QriHTTP", "QriRedis",
+                "QriLoop", "QriTLS", "QriHTTP", "QriRedis", "CQriNghttp2",
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

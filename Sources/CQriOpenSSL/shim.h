@@ -66,6 +66,42 @@ static inline void cqri_SSL_CTX_use_http11_alpn(SSL_CTX *ctx) {
     SSL_CTX_set_alpn_select_cb(ctx, cqri_alpn_select_http11, NULL);
 }
 
+/// SSL_get_ex_new_index is a macro over CRYPTO_get_ex_new_index.
+static inline int cqri_SSL_get_ex_new_index(void) {
+    return SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+/// ALPN for a context shared by the public and the admin listener: an `SSL` whose ex_data at
+/// index `arg` is set (the public listener's, when HTTP/2 is on) selects `h2` when the client
+/// offers it, else `http/1.1` (server order wins); any other selects `http/1.1` only.
+static inline int cqri_alpn_select_h2_or_http11(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                                                const unsigned char *in, unsigned int inlen, void *arg) {
+    int index = (int)(intptr_t)arg;
+    if (SSL_get_ex_data(ssl, index) != NULL) {
+        unsigned int i = 0;
+        while (i < inlen) {
+            unsigned int len = in[i];
+            if (i + 1 + len > inlen) break;
+            if (len == 2 && in[i + 1] == 'h' && in[i + 2] == '2') {
+                *out = in + i + 1;
+                *outlen = 2;
+                return SSL_TLSEXT_ERR_OK;
+            }
+            i += 1 + len;
+        }
+    }
+    return cqri_alpn_select_http11(ssl, out, outlen, in, inlen, NULL);
+}
+
+static inline void cqri_SSL_CTX_use_h2_alpn(SSL_CTX *ctx, int index) {
+    SSL_CTX_set_alpn_select_cb(ctx, cqri_alpn_select_h2_or_http11, (void *)(intptr_t)index);
+}
+
+/// Marks an `SSL` as one that may select `h2` (see cqri_alpn_select_h2_or_http11).
+static inline void cqri_SSL_offer_h2(SSL *ssl, int index) {
+    SSL_set_ex_data(ssl, index, (void *)1);
+}
+
 /// Ticket resumptions: OpenSSL tells whether a handshake resumed (SSL_session_reused) but not
 /// whether from a TLS 1.2 session id or from a ticket. This decrypt callback of
 /// SSL_CTX_set_session_ticket_cb(3) marks the SSL (app data, ex_data index 0, unused

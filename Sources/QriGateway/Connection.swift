@@ -61,6 +61,9 @@ class Connection: ReadinessHandler {
     func didDrainOutput() {}
     /// Called when the armed timeout expires.
     func didTimeOut() { close() }
+    /// Called after a write was tried and the transport took no more, with bytes still queued:
+    /// what the client refused (the slow-stream rule judges only this).
+    func didRefuseOutput() {}
 
     // MARK: Events
 
@@ -165,11 +168,31 @@ class Connection: ReadinessHandler {
         scheduleFlush()
     }
 
+    /// Queues this connection for the before-sleep flush. A connection whose socket was full
+    /// is tried again too, once per pass that gave it more bytes: a client that never reads
+    /// never makes its socket writable, and only a write that was tried can tell.
     private func scheduleFlush() {
-        if !queuedForFlush && output.retryLength == nil {
+        if !queuedForFlush {
             queuedForFlush = true
             worker.needsFlush(self)
         }
+    }
+
+    /// Queues this connection for the before-sleep flush (a protocol that makes its output
+    /// there, as HTTP/2 does).
+    func requestFlush() {
+        scheduleFlush()
+    }
+
+    /// Appends bytes to the output queue without scheduling a flush (for use inside one).
+    func appendOutput(_ bytes: UnsafeRawBufferPointer) {
+        output.append(bytes)
+    }
+
+    /// Closes in order once everything queued (and made by the next flush) has been written.
+    func closeWhenOutputDrained() {
+        closeWhenFlushed = true
+        scheduleFlush()
     }
 
     /// Queues `bytes`, then closes in order once everything queued has been written.
@@ -193,9 +216,11 @@ class Connection: ReadinessHandler {
             break
         case .wantWrite:
             worker.loop.setInterest(fd: transport.fd, readingPaused ? .writable : [.readable, .writable])
+            didRefuseOutput()
             return
         case .wantRead:
             writeWantsRead = true
+            didRefuseOutput()
             return
         case .closed, .failed:
             close()

@@ -58,6 +58,8 @@ public struct GatewayConfiguration: Sendable {
     /// TLS handshakes in progress per loop on the public listener; past it, new connections
     /// wait in the kernel's accept queue.
     public var maxHandshakes = 64
+    /// SETTINGS_MAX_CONCURRENT_STREAMS of an HTTP/2 connection (H2_MAX_STREAMS).
+    public var h2MaxStreams = 128
     /// Seconds to complete an ingest frame once its first byte arrived.
     public var frameTimeout: Double = 30
     public var maxHeaderBytes = 8 << 10

@@ -13,10 +13,15 @@ public final class GatewayMetrics: Sendable {
         case badRequest = "bad_request", badFrame = "bad_frame"
         case maxAdminConnections = "max_admin_connections", maxIngestConnections = "max_ingest_connections"
         case frameTimeout = "frame_timeout", perIP = "per_ip"
+        // HTTP/2 abuse bounds (SPEC.md, *HTTP/2*): the connection is closed with GOAWAY.
+        case h2RapidReset = "h2_rapid_reset", h2Flood = "h2_flood"
+        case h2HeaderTooLarge = "h2_header_too_large", h2ProtocolError = "h2_protocol_error"
     }
+    /// The protocol an SSE stream is carried over.
+    public enum StreamProtocol: String, Sendable, CaseIterable { case h1, h2 }
 
     private let connections: [Meter]
-    let streams = Meter(label: "qri_streams")
+    private let streams: [Meter]
     let pairs = Gauge(label: "qri_pairs")
     private let received: [Counter]
     private let delivered: [Counter]
@@ -39,6 +44,7 @@ public final class GatewayMetrics: Sendable {
     let certExpiry = Gauge(label: "qri_cert_expiry_timestamp_seconds")
 
     public init() {
+        streams = StreamProtocol.allCases.map { Meter(label: "qri_streams", dimensions: [("protocol", $0.rawValue)]) }
         connections = Listener.allCases.map { Meter(label: "qri_connections", dimensions: [("listener", $0.rawValue)]) }
         received = Source.allCases.map { Counter(label: "qri_messages_received_total", dimensions: [("source", $0.rawValue)]) }
         delivered = EventKind.allCases.map { Counter(label: "qri_events_delivered_total", dimensions: [("kind", $0.rawValue)]) }
@@ -47,6 +53,8 @@ public final class GatewayMetrics: Sendable {
 
     public func connectionOpened(_ listener: Listener) { connections[index(listener)].increment() }
     public func connectionClosed(_ listener: Listener) { connections[index(listener)].decrement() }
+    public func streamOpened(_ kind: StreamProtocol) { streams[index(kind)].increment() }
+    public func streamClosed(_ kind: StreamProtocol) { streams[index(kind)].decrement() }
     public func received(_ source: Source, count: Int = 1) { received[index(source)].increment(by: count) }
     public func delivered(_ kind: EventKind, count: Int = 1) {
         if count > 0 { delivered[index(kind)].increment(by: Int64(count)) }

@@ -42,7 +42,7 @@ final class LoopWorker: EventSink, @unchecked Sendable {
     /// What accept(2) borrows when the process is out of descriptors.
     let spareDescriptor = SpareDescriptor()
     /// This loop's streams by the registry's slot number of their pair.
-    private var streamsBySlot: [[StreamConnection]] = []
+    private var streamsBySlot: [[any EventStream]] = []
     /// Events the registry handed to this loop, drained once per pass: one cross-thread
     /// hand-off per batch rather than per event.
     private let inbox = Mutex(Inbox())
@@ -120,7 +120,10 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         let connection: Connection
         switch kind {
         case .public:
-            connection = StreamConnection(worker: self, transport: gateway.tlsContext.makeConnection(fd: fd))
+            // HTTP/2 carries a node's own streams; a cluster's streams (held events, positions
+            // from Redis) stay on HTTP/1.1 for now, so ALPN offers h2 only on a node on its own.
+            connection = StreamConnection(worker: self, transport: gateway.tlsContext.makeConnection(
+                fd: fd, offeringH2: clusterLoop == nil))
         case .ingest:
             ConnectedSocket.enableKeepAlive(fd)
             connection = IngestConnection(worker: self, transport: PlainTransport(fd: fd))
@@ -331,13 +334,13 @@ final class LoopWorker: EventSink, @unchecked Sendable {
 
     // MARK: Streams
 
-    func addStream(_ stream: StreamConnection) {
+    func addStream(_ stream: any EventStream) {
         if stream.slot >= streamsBySlot.count {
             streamsBySlot.append(contentsOf: repeatElement([], count: stream.slot + 1 - streamsBySlot.count))
         }
         streamsBySlot[stream.slot].append(stream)
         streamCount += 1
-        gateway.metrics.streams.increment()
+        gateway.metrics.streamOpened(stream.streamProtocol)
     }
 
     /// The open stream with this serial number, if it is still open.
@@ -345,17 +348,17 @@ final class LoopWorker: EventSink, @unchecked Sendable {
         connections[serial] as? StreamConnection
     }
 
-    /// Every stream of this loop.
+    /// Every HTTP/1.1 stream of this loop (the cluster's: see `accepted`).
     func streams() -> [StreamConnection] {
-        streamsBySlot.flatMap { $0 }
+        streamsBySlot.flatMap { $0 }.compactMap { $0 as? StreamConnection }
     }
 
-    func removeStream(_ stream: StreamConnection) {
+    func removeStream(_ stream: any EventStream) {
         guard stream.slot < streamsBySlot.count,
               let i = streamsBySlot[stream.slot].firstIndex(where: { $0 === stream }) else { return }
         streamsBySlot[stream.slot].remove(at: i)
         streamCount -= 1
-        gateway.metrics.streams.decrement()
+        gateway.metrics.streamClosed(stream.streamProtocol)
     }
 
     /// The registry hands events for pairs to this loop. Runs on the routing thread, under

@@ -77,6 +77,8 @@ extension Option {
                "open public connections per client address, 0 = off (IPv6: per /64; IPv4-mapped IPv6 counts as IPv4)"),
         Option("max-handshakes", "N", .value("64"), \.maxHandshakes, .integer(in: 1...1_000_000),
                "TLS handshakes in progress per loop on the public listener; more connections wait in the kernel's accept queue"),
+        Option("h2-max-streams", "N", .value("128"), \.h2MaxStreams, .integer(in: 1...1_000_000),
+               "concurrent HTTP/2 streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with REFUSED_STREAM"),
         Option("drain-seconds", "SECONDS", .value("0"), \.drainSeconds, .seconds(minimum: 0),
                "on SIGTERM, close streams spread evenly over this time (must be below --shutdown-timeout)"),
         Option("ticket-key-file", "FILE", .words("none"), \.ticketKeyFile, .path,

@@ -1,10 +1,11 @@
 import QriHTTP
 import QriLoop
+import QriTLS
 
 /// A connection on the public listener: one request, then, for `GET /stream`, an event
 /// stream for one (peer, checksum) until either side closes. Every other answer closes the
 /// connection, since browsers never retry after a non-200.
-final class StreamConnection: Connection {
+final class StreamConnection: Connection, EventStream {
     private enum State {
         case readingHead
         /// Cluster mode: answered 200 with `retry:`, waiting for the pair's position and
@@ -36,19 +37,28 @@ final class StreamConnection: Connection {
     private var heldBytes = 0
     /// Catching up after an outage: reading the history again from `lastID`.
     private var catchingUp = false
+    var streamProtocol: GatewayMetrics.StreamProtocol { .h1 }
     /// Whether the connection is an open event stream (not a handshake, head or answer).
-    var isStreaming: Bool { state == .streaming && !isClosed }
+    var isStreaming: Bool { (state == .streaming || session != nil) && !isClosed }
 
     init(worker: LoopWorker, transport: any Transport) {
         parser = RequestHeadParser(limit: worker.gateway.configuration.maxHeaderBytes)
         super.init(worker: worker, transport: transport, listener: .public, tls: true)
     }
 
+    /// The HTTP/2 session when ALPN selected `h2`: then this connection carries many streams.
+    private var session: H2Session?
+
     override func didBecomeReady() {
         worker.arm(self, .header)
+        if (transport as? TLSTransport)?.selectedH2 == true {
+            session = H2Session(connection: self)
+            requestFlush()
+        }
     }
 
     override func didRead(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        if let session { return session.receive(bytes) }
         // Once streaming, whatever the client sends is read only to notice when it leaves.
         guard state == .readingHead else { return true }
         headBytes.append(contentsOf: bytes)
@@ -67,6 +77,7 @@ final class StreamConnection: Connection {
     }
 
     override func didClose() {
+        session?.connectionClosed()
         if state == .streaming || state == .opening {
             worker.gateway.registry.closeStream(pair, loop: worker.index)
             worker.removeStream(self)
@@ -74,8 +85,8 @@ final class StreamConnection: Connection {
         }
     }
 
-    /// Queues a live event unless it predates the stream; closes the stream when its client
-    /// reads too slowly. Returns whether the event was queued.
+    /// Queues a live event unless it predates the stream. Returns whether the event was queued;
+    /// whether the client is too slow is judged when the write is tried (`didRefuseOutput`).
     func sendLive(_ event: EncodedEvent) -> Bool {
         guard !isClosed else { return false }
         if worker.clusterLoop != nil {
@@ -86,12 +97,39 @@ final class StreamConnection: Connection {
             guard state == .streaming, event.id > startID else { return false }
         }
         enqueue(event)
-        if pendingOutputBytes > worker.gateway.configuration.streamBufferBytes {
-            worker.gateway.metrics.slowStreamsClosed.increment()
-            close()
-            return false
-        }
         return true
+    }
+
+    /// Over HTTP/2, fills the output from the session and writes, until the socket or every
+    /// stream's window takes no more (all streams of a connection in one write per pass);
+    /// then the slow-stream rule per stream, and the close once a GOAWAY'd session is done.
+    override func flush() {
+        guard let session else { return super.flush() }
+        while !isClosed {
+            let more = session.fill()
+            super.flush()
+            if !more || pendingOutputBytes > 0 { break }
+        }
+        guard !isClosed else { return }
+        session.resetSlowStreams()
+        if session.eventStreams == 0 && session.isFinished && pendingOutputBytes == 0 { close() }
+    }
+
+    override func closeGracefully() {
+        if let session, !isClosed {
+            session.goAway()
+            _ = session.fill()
+        }
+        super.closeGracefully()
+    }
+
+    /// The slow-stream rule: judged after a write was tried and the socket took no more, on
+    /// the bytes still queued — never on events queued in this pass before any write.
+    override func didRefuseOutput() {
+        guard session == nil, state == .streaming || state == .opening,
+              pendingOutputBytes > worker.gateway.configuration.streamBufferBytes else { return }
+        worker.gateway.metrics.slowStreamsClosed.increment()
+        close()
     }
 
     // MARK: Answering
@@ -120,31 +158,21 @@ final class StreamConnection: Connection {
     }
 
     private func respond(to head: RequestHead) {
-        if case .failure(let error) = head.bodyFraming() { return reject(error) }
-        guard head.pathIs("/stream") else { return answer(.notFound, "not found") }
-        let cors = worker.gateway.configuration.corsOrigins.headers(for: head.header("origin"))
-        if head.methodIs("OPTIONS") {
+        switch StreamRoute(head, cors: worker.gateway.configuration.corsOrigins) {
+        case .rejected(let error):
+            reject(error)
+        case .notFound:
+            answer(.notFound, "not found")
+        case .preflight(let headers):
             state = .answered
-            var headers = cors
-            headers += [("Access-Control-Allow-Methods", "GET, OPTIONS"),
-                        ("Access-Control-Allow-Headers", "Last-Event-ID, Cache-Control"),
-                        ("Access-Control-Max-Age", "86400"), ("Allow", "GET, OPTIONS"), ("Connection", "close")]
-            return enqueueAndClose(ResponseHead.complete(.noContent, headers: headers, body: []))
+            enqueueAndClose(ResponseHead.complete(.noContent, headers: headers + [("Connection", "close")], body: []))
+        case .methodNotAllowed(let omitBody):
+            answer(.methodNotAllowed, "method not allowed", headers: [("Allow", "GET, OPTIONS")], omitBody: omitBody)
+        case .missingParameter(let name):
+            answer(.badRequest, "missing parameter \(name)")
+        case .stream(let pair, let lastEventID, let cors):
+            startStream(pair, lastEventID: lastEventID, cors: cors)
         }
-        guard head.methodIs("GET") else {
-            return answer(.methodNotAllowed, "method not allowed", headers: [("Allow", "GET, OPTIONS")],
-                          omitBody: head.methodIs("HEAD"))
-        }
-        // EventSource never sends a body; one here is a client error or a smuggling attempt.
-        if case .success(let framing) = head.bodyFraming(), framing != .none {
-            return reject(.badRequest("a request body is not allowed here"))
-        }
-        let query = QueryString(head.query, plusIsSpace: false)
-        guard let peer = query.value("p"), !peer.isEmpty else { return answer(.badRequest, "missing parameter p") }
-        guard let checksum = query.value("s"), !checksum.isEmpty else { return answer(.badRequest, "missing parameter s") }
-        let lastEventID = head.header("last-event-id").flatMap(SSEEncoder.parseID)
-            ?? query.value("lastEventId").flatMap(SSEEncoder.parseID)
-        startStream(PairKey(peer: Array(peer), checksum: Array(checksum)), lastEventID: lastEventID, cors: cors)
     }
 
     private func startStream(_ pair: PairKey, lastEventID: UInt64?, cors: [(String, String)]) {
@@ -158,34 +186,9 @@ final class StreamConnection: Connection {
         startID = start.startID
         state = .streaming
         worker.addStream(self)
-
-        var response = ResponseHead(.ok, headers: [
-            ("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
-            ("X-Accel-Buffering", "no"), ("Connection", "keep-alive"),
-        ])
+        var response = ResponseHead(.ok, headers: StreamRoute.streamHeaders + [("Connection", "keep-alive")])
         response.headers += cors
-        var out = response.serialized()
-        SSEEncoder.appendRetry(milliseconds: Self.retry(gateway.configuration), to: &out)
-        // On a resumed stream the events before the replay carry the requested id, so a client
-        // that drops before the replay resumes from the same point.
-        let leadID = lastEventID ?? start.tickID
-        SSEEncoder.appendEvent(id: leadID, data: Array("Tick".utf8), to: &out)
-        gateway.metrics.delivered(.tick)
-        for event in start.heralds {
-            out += event.wire
-        }
-        gateway.metrics.delivered(.herald, count: start.heralds.count)
-        if start.gap, let lastEventID {
-            var requested: [UInt8] = []
-            SSEEncoder.appendHex(lastEventID, to: &requested)
-            SSEEncoder.appendEvent(id: lastEventID, name: Array("gap".utf8), data: requested, to: &out)
-            gateway.metrics.delivered(.gap)
-        }
-        for event in start.replay {
-            out += event.wire
-        }
-        gateway.metrics.delivered(.replay, count: start.replay.count)
-        enqueue(out)
+        enqueue(response.serialized() + StreamRoute.opening(start, lastEventID: lastEventID, gateway: gateway))
     }
 
     /// The stream's `retry:`: the base plus a uniform random share of RETRY_JITTER in whole
@@ -204,10 +207,7 @@ extension StreamConnection {
     var isClusterStreaming: Bool { !isClosed && state == .streaming }
 
     private func responseHead(_ cors: [(String, String)]) -> [UInt8] {
-        var response = ResponseHead(.ok, headers: [
-            ("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
-            ("X-Accel-Buffering", "no"), ("Connection", "keep-alive"),
-        ])
+        var response = ResponseHead(.ok, headers: StreamRoute.streamHeaders + [("Connection", "keep-alive")])
         response.headers += cors
         var out = response.serialized()
         SSEEncoder.appendRetry(milliseconds: Self.retry(worker.gateway.configuration), to: &out)
@@ -294,7 +294,7 @@ extension StreamConnection {
 
     /// Ticks and stored messages in cluster mode carry the id the stream is at; `body` is
     /// the event's encoded data part.
-    func sendAtPosition(_ body: some Collection<UInt8>) -> Bool {
+    func sendAtPosition(_ body: ArraySlice<UInt8>) -> Bool {
         guard !isClosed, state == .streaming, !catchingUp else { return false }
         enqueue(EncodedEvent(id: lastID, body: body))
         return true

@@ -94,7 +94,7 @@ public final class TLSContext: @unchecked Sendable {
         _ = SSL_CTX_set_session_id_context(ctx, sessionContext, UInt32(sessionContext.count))
         // Marks ticket resumptions, so that `TLSTransport.resumption` can tell them from ids.
         guard cqri_SSL_CTX_mark_ticket_resumptions(ctx) == 1 else { throw TLSError("setting the ticket callback") }
-        cqri_SSL_CTX_use_http11_alpn(ctx)
+        cqri_SSL_CTX_use_h2_alpn(ctx, Self.h2Index)
     }
 
     private static func subjectLine(_ certificate: OpaquePointer?) -> String {
@@ -114,16 +114,22 @@ public final class TLSContext: @unchecked Sendable {
 
     /// A server-side connection over the connected, non-blocking socket `fd`, which it owns.
     /// Its TLS state is made by its first `handshake()`, when the client has sent something.
-    public func makeConnection(fd: Int32) -> TLSTransport {
-        TLSTransport(context: self, fd: fd)
+    /// - Parameter offeringH2: whether ALPN may select `h2` (the public listener); otherwise
+    ///   only `http/1.1` is selected.
+    public func makeConnection(fd: Int32, offeringH2: Bool = false) -> TLSTransport {
+        TLSTransport(context: self, fd: fd, offeringH2: offeringH2)
     }
 
-    func makeSSL(fd: Int32) -> OpaquePointer? {
+    /// The ex_data index that marks an `SSL` whose ALPN may select `h2`.
+    private static let h2Index = cqri_SSL_get_ex_new_index()
+
+    func makeSSL(fd: Int32, offeringH2: Bool) -> OpaquePointer? {
         ERR_clear_error()
         guard let ssl = SSL_new(context) else {
             ERR_clear_error()
             return nil
         }
+        if offeringH2 { cqri_SSL_offer_h2(ssl, Self.h2Index) }
         SSL_set_fd(ssl, fd)
         SSL_set_accept_state(ssl)
         return ssl

@@ -30,11 +30,16 @@ public final class TLSTransport: Transport {
         self.ssl = ssl
         self.fd = fd
         self.owner = owner
+        offeringH2 = false
     }
 
-    init(context: TLSContext, fd: Int32) {
+    /// Whether ALPN may select `h2` on this server-side connection.
+    private let offeringH2: Bool
+
+    init(context: TLSContext, fd: Int32, offeringH2: Bool) {
         owner = context
         self.fd = fd
+        self.offeringH2 = offeringH2
         awaitingFirstBytes = true
     }
 
@@ -43,7 +48,7 @@ public final class TLSTransport: Transport {
     public func handshake() -> IOResult {
         if ssl == nil, awaitingFirstBytes, let context = owner as? TLSContext {
             awaitingFirstBytes = false
-            guard let made = context.makeSSL(fd: fd) else { return .failed("SSL_new failed") }
+            guard let made = context.makeSSL(fd: fd, offeringH2: offeringH2) else { return .failed("SSL_new failed") }
             ssl = made
         }
         guard let ssl else { return .failed("closed") }
@@ -70,6 +75,16 @@ public final class TLSTransport: Transport {
         var count = 0
         if SSL_write_ex(ssl, bytes.baseAddress, bytes.count, &count) == 1 { return .done(count) }
         return classify(ssl, 0)
+    }
+
+    /// Whether ALPN selected `h2` (after the handshake).
+    public var selectedH2: Bool {
+        guard let ssl else { return false }
+        var data: UnsafePointer<UInt8>?
+        var length: UInt32 = 0
+        SSL_get0_alpn_selected(ssl, &data, &length)
+        guard let data, length == 2 else { return false }
+        return data[0] == UInt8(ascii: "h") && data[1] == UInt8(ascii: "2")
     }
 
     public var hasBufferedInput: Bool {

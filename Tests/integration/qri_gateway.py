@@ -381,6 +381,11 @@ class QriServer:
         """One series' value from `samples` (fetched when not given); fails when absent."""
         samples = self.metrics() if samples is None else samples
         key = (name, frozenset((k, str(v)) for k, v in labels.items()))
+        if key not in samples and not labels:
+            # A series split by labels (qri_streams{protocol}) asked for without: their sum.
+            split = [v for (n, _), v in samples.items() if n == name]
+            if split:
+                return sum(split)
         assert key in samples, f"no series {name}{labels or ''} in /metrics; have " + \
             repr(sorted(f"{n}{dict(l)}" for n, l in samples if n == name))
         return samples[key]

@@ -539,7 +539,7 @@ def test_curl_examples(admin_qri, tls_files):
     assert (code, published(json.loads(body))) == (202, {"delivered": 1})
     assert stream.wait_for(lambda e: not e.is_tick).data == "hi"
     code, body = curl(*auth, f"{url}/metrics")
-    assert code == 200 and "qri_streams 1" in body.replace("1.0", "1")
+    assert code == 200 and 'qri_streams{protocol="h1"} 1' in body.replace("1.0", "1")
     assert curl(f"{url}/healthz") == (200, "ok")
     code, body = curl(f"{url}/backdoor")
     assert code == 401 and json.loads(body)["error"]

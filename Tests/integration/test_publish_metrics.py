@@ -110,7 +110,7 @@ def test_publish_json_body(admin_qri):
 
 SERIES = {
     "qri_connections": [{"listener": v} for v in ("public", "admin", "ingest")],
-    "qri_streams": [{}],
+    "qri_streams": [{"protocol": "h1"}, {"protocol": "h2"}],
     "qri_pairs": [{}],
     "qri_messages_received_total": [{"source": v} for v in ("ingest", "publish", "backdoor")],
     "qri_events_delivered_total": [{"kind": v} for v in ("message", "herald", "tick", "replay", "gap")],
@@ -118,7 +118,8 @@ SERIES = {
     "qri_slow_streams_closed_total": [{}],
     "qri_connections_rejected_total": [{"reason": v} for v in (
         "max_connections", "header_timeout", "handshake_timeout", "idle_timeout", "header_too_large",
-        "body_too_large", "bad_request", "bad_frame")],
+        "body_too_large", "bad_request", "bad_frame",
+        "h2_rapid_reset", "h2_flood", "h2_header_too_large", "h2_protocol_error")],
     "qri_tls_handshakes_total": [{"result": v} for v in ("ok", "failed")],
     "qri_tls_resumptions_total": [{"kind": v} for v in ("cache", "ticket")],
     "qri_cert_reloads_total": [{"result": v} for v in ("ok", "failed")],
@@ -170,7 +171,7 @@ def test_metrics_move_with_traffic(admin_qri, tls_files):
     gapped.wait_for(lambda e: e.event == "gap")
     # A failed handshake and a bad request.
     with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
-        TLSConn(srv.public_port, tls_files.ca_crt, context=client_context(tls_files.ca_crt, alpn=["h2"]))
+        TLSConn(srv.public_port, tls_files.ca_crt, context=client_context(tls_files.ca_crt, alpn=["h3"]))
     bad = srv.request("GET", "/stream?p=1&s=x", headers={"Content-Length": "1", "Transfer-Encoding": "chunked"})
     assert bad.status == 400
     bad.conn.close()                      # else it lingers, counted, for up to a grace period

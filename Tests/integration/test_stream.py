@@ -34,9 +34,9 @@ def test_curl_sees_headers_retry_and_tick(qri, tls_files):
     srv = qri()
     port = srv.public_port
     before = now_us()
-    # curl offers ALPN h2 and http/1.1, like a browser; Qri must pick http/1.1.
+    # HTTP/1.1 here (curl would get h2 by default: test_h2.py covers that).
     curl = subprocess.Popen(
-        ["curl", "-sSN", "--cacert", str(tls_files.ca_crt), "--resolve", f"localhost:{port}:127.0.0.1",
+        ["curl", "-sSN", "--http1.1", "--cacert", str(tls_files.ca_crt), "--resolve", f"localhost:{port}:127.0.0.1",
          "-D", "-", "-H", "Origin: https://app.example", f"https://localhost:{port}/stream?p=1&s=x"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out = bytearray()
