@@ -44,14 +44,17 @@ let package = Package(
             cSettings: [.define("_GNU_SOURCE")]
         ),
 
+        // Pure: what a byte stream is (`Transport`, `IOResult`) and the output queue's retry
+        // rule; no system calls, so the TLS layer need not import the event loop.
+        .target(name: "QriTransport", swiftSettings: strict),
         // Readiness loop, sockets and timers over POSIX.
-        .target(name: "QriLoop", dependencies: ["CQriSystem"], swiftSettings: strict),
+        .target(name: "QriLoop", dependencies: ["CQriSystem", "QriTransport"], swiftSettings: strict),
         // TLS contexts and non-blocking connections over OpenSSL.
-        .target(name: "QriTLS", dependencies: ["CQriOpenSSL", "QriLoop"], swiftSettings: strict),
+        .target(name: "QriTLS", dependencies: ["CQriOpenSSL", "QriTransport"], swiftSettings: strict),
         // Redis over our loop and TLS layer: hiredis as the RESP codec, our sockets.
         .target(
             name: "QriRedis",
-            dependencies: ["CQriHiredis", "CQriSystem", "QriLoop", "QriTLS",
+            dependencies: ["CQriHiredis", "CQriSystem", "QriTransport", "QriLoop", "QriTLS",
                            .product(name: "DequeModule", package: "swift-collections")],
             swiftSettings: strict
         ),
@@ -61,7 +64,7 @@ let package = Package(
         .target(
             name: "QriGateway",
             dependencies: [
-                "QriLoop", "QriTLS", "QriHTTP", "QriRedis", "CQriNghttp2",
+                "QriTransport", "QriLoop", "QriTLS", "QriHTTP", "QriRedis", "CQriNghttp2",
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -85,7 +88,7 @@ let package = Package(
         .executableTarget(
             name: "qri-bench",
             dependencies: [
-                "QriLoop", "QriTLS", "QriHTTP",
+                "QriTransport", "QriLoop", "QriTLS", "QriHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -103,6 +106,6 @@ let package = Package(
         .testTarget(name: "QriHTTPTests", dependencies: ["QriHTTP", "QriTestSupport"], swiftSettings: strict),
         .testTarget(name: "QriGatewayTests", dependencies: ["QriGateway", "QriTestSupport"], swiftSettings: strict),
         .testTarget(name: "QriRedisTests", dependencies: ["QriRedis"], swiftSettings: strict),
-        .testTarget(name: "QriLoopTests", dependencies: ["QriLoop", "QriTestSupport"], swiftSettings: strict),
+        .testTarget(name: "QriLoopTests", dependencies: ["QriLoop", "QriTransport", "QriTestSupport"], swiftSettings: strict),
     ]
 )

@@ -1,5 +1,6 @@
 import QriHTTP
 import QriLoop
+import QriTransport
 
 /// A connection on the admin listener: HTTP/1.1 keep-alive, pipelined requests answered in
 /// order, each bounded in head size, body size and time.

@@ -1,4 +1,5 @@
 import QriLoop
+import QriTransport
 import QriTLS
 
 /// The part every connection shares: its transport, TLS handshake, output queue, timeout

@@ -1,4 +1,5 @@
 import QriLoop
+import QriTransport
 
 /// A connection on the ingest listener: qri-py frames in, nothing out. A bad frame closes
 /// this connection only; what it sent before stays delivered.

@@ -1,5 +1,6 @@
 import QriHTTP
 import QriLoop
+import QriTransport
 import QriTLS
 
 /// A connection on the public listener: one request, then, for `GET /stream`, an event

@@ -1,4 +1,5 @@
 import CQriSystem
+public import QriTransport
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,6 +1,7 @@
 import CQriSystem
 import DequeModule
 public import QriLoop
+public import QriTransport
 public import QriTLS
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,5 @@
 import CQriOpenSSL
-public import QriLoop
+public import QriTransport
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,5 +1,4 @@
 import CQriOpenSSL
-import QriLoop
 
 /// The keys that encrypt and decrypt TLS session tickets, shared by every `TLSContext` of
 /// the process, so a certificate reload does not end every resumption.
@@ -41,7 +40,7 @@ public final class TicketKeys: @unchecked Sendable {
     /// Reads `path` and uses its keys; on any error the keys in use stay. Returns how many.
     @discardableResult
     public func load(file path: String) throws(TLSError) -> Int {
-        guard let bytes = readFileBytes(path, limit: Self.keyBytes * Self.maximumKeys) else { throw TLSError(plain: "cannot read ticket key file \(path)") }
+        guard let bytes = KeyFile.read(path, limit: Self.keyBytes * Self.maximumKeys) else { throw TLSError(plain: "cannot read ticket key file \(path)") }
         let keys: [[UInt8]]
         do {
             keys = try Self.parse(bytes)

@@ -1,4 +1,5 @@
 import QriLoop
+import QriTransport
 import QriTLS
 #if canImport(Glibc)
 import Glibc

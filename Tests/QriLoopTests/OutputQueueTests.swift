@@ -1,4 +1,5 @@
 import QriLoop
+import QriTransport
 import Testing
 
 /// A transport whose peer takes `budget` bytes, then is full until given more: a client that
