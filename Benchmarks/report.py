@@ -236,9 +236,23 @@ ROWS = [
     ("handshake", "fresh", "server_us_per_open", "new TLS stream: server CPU per opening (µs)", ("ratio<=", 1)),
     ("handshake", "resumed", "openings_per_s", "resumed TLS streams: openings/s", None),
     ("handshake", "resumed", "server_us_per_open", "resumed TLS stream: server CPU per opening (µs)", ("ratio<=", 0.3)),
+    ("storm", "baseline", "p99_us", "storm: existing streams' p99 before the storm (µs)", None),
     ("ingest", "max", "accepted_per_s", "ingest flat out, 1 connection: messages accepted/s", None),
     ("ingest", "max", "events_per_s", "ingest flat out: delivered events/s", None),
 ]
+# The storm's two waves (issue 13): the same rows for fresh and resumed TLS.
+for _mode, _cpu_target in (("fresh", None), ("resumed", ("ratio<=", 1))):
+    _what = f"storm, {_mode} TLS:"
+    ROWS += [
+        ("storm", _mode, "all_open_s", f"{_what} seconds until all new streams are open", None),
+        ("storm", _mode, "p50_us", f"{_what} existing streams' p50 meanwhile (µs)", None),
+        ("storm", _mode, "p99_us", f"{_what} existing streams' p99 meanwhile (µs)", ("abs<=", 10000)),
+        ("storm", _mode, "max_us", f"{_what} existing streams' max meanwhile (µs)", None),
+        ("storm", _mode, "server_us_per_open_net", f"{_what} server CPU per new stream (µs)", _cpu_target),
+        ("storm", _mode, "reused", f"{_what} handshakes that resumed", None),
+        ("storm", _mode, "failed", f"{_what} openings failed", ("abs<=", 0)),
+        ("storm", _mode, "timed_out", f"{_what} openings timed out", ("abs<=", 0)),
+    ]
 
 
 def verdict(target, q, n):
@@ -289,7 +303,10 @@ def main():
                 if r is None:
                     cells.append("–")
                     continue
-                cell = f"{r.get('saturated', '?')} (srv {r.get('server_cpu_pct', '?')} %, cli {r.get('client_cpu_pct', '?')} %, others {r.get('foreign_cpu_pct', '?')} %)"
+                if "holder_cpu_pct" in r:
+                    cell = f"srv {r.get('server_cpu_pct', '?')} %, cli {r.get('holder_cpu_pct', '?')} + {r.get('helper_cpu_pct', '?')} %, others {r.get('foreign_cpu_pct', '?')} %"
+                else:
+                    cell = f"{r.get('saturated', '?')} (srv {r.get('server_cpu_pct', '?')} %, cli {r.get('client_cpu_pct', '?')} %, others {r.get('foreign_cpu_pct', '?')} %)"
                 lost = num(r.get("lost")) or 0
                 if lost > 0:
                     cell += f", lost {int(lost)}"

@@ -4,7 +4,7 @@
 # and qri-bench to core 1; then Qri again unpinned with all its threads.
 #
 # Sizes (environment, defaults from issue 5):
-#   BENCH_SCENARIOS        idle targeted broadcast handshake ingest publish-http publish-batch cluster
+#   BENCH_SCENARIOS        idle targeted broadcast handshake ingest storm publish-http publish-batch cluster
 #   BENCH_SERVERS          qri nchan            (nchan is skipped when it is not installed)
 #   BENCH_UNPINNED         targeted broadcast handshake   (scenarios of the unpinned Qri run, of those
 #                                                chosen; "" = none)
@@ -17,6 +17,10 @@
 #   BENCH_INGEST_CONNS     100
 #   BENCH_RAMP             2000                 (stream openings/s while ramping up)
 #   BENCH_OUT              .build/bench/<date>  (RESULT lines, logs, summary.md)
+#   BENCH_STORM_CONNS      8000                 (storm: streams open before the storm)
+#   BENCH_STORM            8000                 (storm: new streams per wave, opened at once by a
+#                                                second qri-bench process; fresh, then resumed)
+#   BENCH_STORM_RATE       1000                 (storm: targeted messages/s to the open streams)
 #   BENCH_PRE_HANDSHAKE    5000                 (silent connections, then idle streams, one
 #                                                Qri with one loop: memory before a handshake)
 # Scenarios of issues 12 and 9, each repeated BENCH_REPEAT times, alternating what it
@@ -41,7 +45,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-scenarios="${BENCH_SCENARIOS:-idle targeted broadcast handshake ingest publish-http publish-batch cluster}"
+scenarios="${BENCH_SCENARIOS:-idle targeted broadcast handshake ingest storm publish-http publish-batch cluster}"
 servers="${BENCH_SERVERS:-qri nchan}"
 # By default, the unpinned run repeats those of targeted, broadcast and handshake that were chosen.
 default_unpinned=""
@@ -67,6 +71,9 @@ batch_depth="${BENCH_BATCH_DEPTH:-8}"
 admin_tls="${BENCH_ADMIN_TLS:-0}"
 cluster_rates="${BENCH_CLUSTER_RATES:-5000,20000,0}"
 cluster_idle="${BENCH_CLUSTER_IDLE:-10000}"
+storm_conns="${BENCH_STORM_CONNS:-8000}"
+storm="${BENCH_STORM:-8000}"
+storm_rate="${BENCH_STORM_RATE:-1000}"
 out="${BENCH_OUT:-.build/bench/$(date -u +%Y%m%d-%H%M%S)}"
 
 qri=.build/release/qri
@@ -222,6 +229,10 @@ run_scenario() {
                           --publish "$bvia" --window $((conns * 20)) --drain 10 --max-seconds 300)
                    [[ $server == nchan ]] && args+=(--broadcast-pair) ;;
         handshake) args+=(handshake --count "$handshakes" --concurrency 64 --max-seconds 120) ;;
+        # The server holds both sets (storm_conns + storm streams) within its 20,000 descriptors.
+        storm) args+=(storm --conns "$storm_conns" --storm "$storm" --rates "$storm_rate" --ramp "$ramp"
+                      --publish "$via" --baseline 3 --settle 3 --wave-timeout 60 --modes fresh,resumed --max-seconds 400)
+               [[ $server == nchan ]] && args+=(--publish-connections 4) ;;
         ingest) args+=(ingest --conns "$ingest_conns" --duration "$duration" --publish "$via" --pipeline 256 --max-seconds 90) ;;
         *) echo "bench: unknown scenario $scenario" >&2; exit 1 ;;
     esac
