@@ -60,9 +60,27 @@ final class Bench {
     private var churnReused = 0
     private var latestSession: TLSSession?
 
+    // Restart: streams closed by their server and their reconnections
+    struct Reconnect {
+        var pair: Int
+        var lastEventID: [UInt8]
+        var lastStep: Int
+        var lastSeq: Int
+        var retry: Int?
+    }
+    private var reconnecting = false
+    private var reconnectQueue: [UInt64: [Reconnect]] = [:]
+    private var reconnectScannedMs: UInt64 = 0
+    private var closeTimes: [UInt64] = []
+    private var reopenTimes: [UInt64] = []
+    private var reconnectFailures = 0
+    private lazy var reconnectConnector = Connector(host: options.host, port: options.reconnectPort ?? options.port,
+                                                    sourceAddresses: options.sourceAddresses)
+
     // Storm: the holder's latency samples (send time, latency), the waves its helper reports
     private var stormRecording = false
     private var stormSamples: [(sentAt: UInt64, latency: UInt64)] = []
+    private var stormStalls: [(at: UInt64, gap: UInt64)] = []
     // Storm helper (storm-wave): the wave in progress
     private var waveActive = false
     private var waveOpened = 0
@@ -175,6 +193,11 @@ final class Bench {
             list.append(connectPublishers(options.publishVia, count: options.publishConnections))
             list.append(wait(1))
             list.append(stormRun())
+        case .restart:
+            list.append(rampTo(options.conns))
+            list.append(connectPublishers(options.publishVia, count: options.publishConnections))
+            list.append(wait(1))
+            list.append(restartRun())
         case .stormWave:
             for (i, mode) in options.modes.enumerated() {
                 if i > 0 { list.append(wait(options.settle)) }
@@ -258,12 +281,35 @@ final class Bench {
             }
         }
         openStreams += 1
+        if stream.isReconnect {
+            reopenTimes.append(now)
+            return
+        }
         pairStreams[stream.pair] += 1
     }
 
     func streamClosed(_ stream: SSEStream, reason: String) {
         streams[stream.id] = nil
         liveStreams -= 1
+        if reconnecting && !stream.closeWhenOpen {
+            // Restart: the stream comes back on the other node after its retry: delay; its pair
+            // keeps counting it, so what it misses meanwhile counts as lost unless replayed.
+            if stream.isOpen {
+                openStreams -= 1
+                closeTimes.append(now)
+            } else {
+                streamFailures += 1
+                lastFailure = reason
+                guard stream.isReconnect else { return }
+                reconnectFailures += 1
+            }
+            let delay = UInt64(stream.retryMilliseconds ?? 2000) * 1_000_000
+            let due = (now + delay) / 1_000_000
+            reconnectQueue[due, default: []].append(Reconnect(pair: stream.pair, lastEventID: stream.lastEventID,
+                                                             lastStep: stream.lastStep, lastSeq: stream.lastSeq,
+                                                             retry: stream.retryMilliseconds))
+            return
+        }
         if stream.isOpen {
             if stream.closeWhenOpen { return }
             openStreams -= 1
@@ -596,6 +642,139 @@ final class Bench {
         })
     }
 
+    // MARK: Rolling restart
+
+    /// Starts the reconnections that are due: each a new stream to `--reconnect-port` with
+    /// the Last-Event-ID it had, keeping its pair and the newest stamp it saw.
+    private func reconnectDue() {
+        let nowMs = now / 1_000_000
+        if reconnectScannedMs == 0 { reconnectScannedMs = nowMs }
+        while reconnectScannedMs <= nowMs {
+            if let due = reconnectQueue.removeValue(forKey: reconnectScannedMs) {
+                for r in due { reopen(r) }
+            }
+            reconnectScannedMs += 1
+        }
+    }
+
+    private func reopen(_ r: Reconnect) {
+        let id = nextStreamID
+        nextStreamID += 1
+        do {
+            let fd = try reconnectConnector.connect()
+            let stream = try SSEStream(bench: self, fd: fd, id: id, pair: r.pair, path: path(forPair: r.pair),
+                                       closeWhenOpen: false, session: nil, lastEventID: r.lastEventID, isReconnect: true)
+            stream.lastStep = r.lastStep
+            stream.lastSeq = r.lastSeq
+            streams[id] = stream
+            liveStreams += 1
+        } catch {
+            streamFailures += 1
+            reconnectFailures += 1
+            lastFailure = "\(error)"
+            let due = (now + UInt64(r.retry ?? 2000) * 1_000_000) / 1_000_000
+            reconnectQueue[due, default: []].append(r)
+        }
+    }
+
+    /// The rolling restart: targeted messages at the first of `--rates` throughout; after
+    /// `--baseline` s, SIGTERM to `--kill-pid`; streams closed by it come back on
+    /// `--reconnect-port`. Publishing goes on until every stream is open again and
+    /// `--duration` s more, then what was published is checked against what arrived.
+    private func restartRun() -> Phase {
+        var startedAt: UInt64 = 0
+        var killedAt: UInt64 = 0
+        var allBackAt: UInt64 = 0
+        var publishEnd: UInt64 = 0
+        var message: [UInt8] = []
+        let rate = options.rates.first(where: { $0 > 0 }) ?? 1000
+        return Phase(start: { [unowned self] in
+            step += 1
+            histogram = Histogram()
+            delivered = 0
+            repeats = 0
+            expected = 0
+            published = 0
+            reconnecting = true
+            startedAt = now
+        }, poll: { [unowned self] in
+            let t = now
+            if killedAt == 0 && t - startedAt >= UInt64(options.baseline * 1e9) {
+                killedAt = t
+                if let pid = options.killPID, kill(pid, SIGTERM) != 0 { fail("kill \(pid): \(String(cString: strerror(errno)))") }
+            }
+            reconnectDue()
+            if killedAt > 0 && allBackAt == 0 && !closeTimes.isEmpty && openStreams >= options.conns && reconnectQueue.isEmpty {
+                allBackAt = t
+            }
+            let over = allBackAt > 0 && t - allBackAt >= UInt64(options.duration * 1e9)
+            let timedOut = killedAt > 0 && t - killedAt > UInt64(options.waveTimeout * 1e9)
+            if !over && !timedOut {
+                var budget = Int(rate * Double(t - startedAt) / 1e9) + 1 - published
+                while budget > 0 {
+                    guard let (_, publisher) = nextReadyPublisher() else { break }
+                    message.removeAll(keepingCapacity: true)
+                    Stamp.append(Stamp(sentAt: now, step: step, seq: published), paddedTo: options.messageBytes, to: &message)
+                    let pair = Int(random.next() % UInt64(max(options.peers, 1)))
+                    publisher.publish(pair: pair, message: message)
+                    expected += pairStreams[pair]
+                    published += 1
+                    budget -= 1
+                }
+                for publisher in publishers { publisher.flush() }
+                if let closed = publishers.first(where: { $0.isClosed }) { fail("publisher closed: \(closed.lastError)") }
+                return false
+            }
+            if publishEnd == 0 { publishEnd = t }
+            if delivered < expected && t - publishEnd < UInt64(options.drain * 1e9) { return false }
+            reconnecting = false
+            reportRestart(killedAt: killedAt, allBackAt: allBackAt)
+            return true
+        })
+    }
+
+    private func reportRestart(killedAt: UInt64, allBackAt: UInt64) {
+        func perSecond(_ times: [UInt64]) -> [Int] {
+            guard let first = times.min(), let last = times.max() else { return [] }
+            var counts = [Int](repeating: 0, count: Int((last - first) / 1_000_000_000) + 1)
+            for t in times { counts[Int((t - first) / 1_000_000_000)] += 1 }
+            return counts
+        }
+        var r = header(step: "restart")
+        r.set("streams", options.conns)
+        r.set("open_at_end", openStreams)
+        r.set("closed_by_server", closeTimes.count)
+        r.set("reconnected", reopenTimes.count)
+        r.set("reconnect_failures", reconnectFailures)
+        if let first = closeTimes.min() {
+            r.set("first_close_s", Double(first &- killedAt) / 1e9, digits: 2)
+            if let last = closeTimes.max() { r.set("close_span_s", Double(last - first) / 1e9, digits: 2) }
+            if allBackAt > 0 { r.set("all_back_s", Double(allBackAt - killedAt) / 1e9, digits: 2) }
+        }
+        let rates = perSecond(reopenTimes)
+        if !rates.isEmpty {
+            // Whole seconds from the first reconnection on; the last, partial second is left out
+            // of the mean and the maximum when there is more than one.
+            let whole = rates.count > 1 ? Array(rates.dropLast()) : rates
+            let mean = Double(whole.reduce(0, +)) / Double(whole.count)
+            r.set("reconnect_seconds", rates.count)
+            r.set("reconnects_per_s_mean", mean, digits: 0)
+            r.set("reconnects_per_s_max", whole.max() ?? 0)
+            r.set("max_over_mean", Double(whole.max() ?? 0) / max(mean, 1e-9), digits: 2)
+            r.set("reconnects_per_s", rates.map(String.init).joined(separator: ","))
+        }
+        r.set("closes_per_s", perSecond(closeTimes).map(String.init).joined(separator: ","))
+        r.set("published", published)
+        r.set("expected", expected)
+        r.set("delivered", delivered)
+        r.set("lost", expected - delivered)
+        r.set("repeats", repeats)
+        addLatency(&r, histogram)
+        if let last = lastFailure.isEmpty ? nil : lastFailure { r.set("last_failure", String(last.prefix(60))) }
+        record(r)
+        if closeTimes.isEmpty { fail("no stream was closed by the restarted node") }
+    }
+
     // MARK: Storm
 
     /// One wave as the helper reported it (`WAVE key=value …` lines on its stdout).
@@ -691,9 +870,11 @@ final class Bench {
         var serverBaselineEnd: ProcessSample?
         var clientStart = ProcessStats.sampleSelf()
         var message: [UInt8] = []
+        var lastPoll: UInt64 = 0
         let rate = options.rates.first(where: { $0 > 0 }) ?? 1000
         return Phase(start: { [unowned self] in
             step += 1
+            stormStalls = []
             stormSamples = []
             stormSamples.reserveCapacity(Int(rate * 120))
             stormRecording = true
@@ -706,6 +887,9 @@ final class Bench {
             startedAt = now
         }, poll: { [unowned self] in
             let t = now
+            // The holder's own stalls (its 1-ms timer late): a latency the server did not cause.
+            if lastPoll > 0 && t - lastPoll > 2_000_000 { stormStalls.append((t, t - lastPoll)) }
+            lastPoll = t
             if baselineEnd == 0 && t - startedAt >= UInt64(options.baseline * 1e9) {
                 baselineEnd = t
                 serverBaselineEnd = options.serverPID.flatMap { ProcessStats.sample(pid: $0) }
@@ -795,6 +979,8 @@ final class Bench {
                 helperCPU = Double(c1 &- c0) / wall
                 r.set("helper_cpu_pct", helperCPU * 100, digits: 0)
             }
+            let stall = stormStalls.filter { $0.at >= start && $0.at - $0.gap <= end }.map(\.gap).max() ?? 0
+            r.set("holder_max_stall_us", Double(stall) / 1000, digits: 0)
             let holderCPU = Double(wave.holderCPUEnd &- wave.holderCPUStart) / wall
             r.set("holder_cpu_pct", holderCPU * 100, digits: 0)
             if let b0 = UInt64(wave.start["busy"] ?? ""), let b1 = UInt64(wave.end["busy"] ?? ""),

@@ -18,7 +18,10 @@ struct BenchCommand: ParsableCommand {
         storm (--conns streams get targeted messages at the first of --rates; after --baseline s a second \
         qri-bench process opens --storm new streams at once, per --modes: fresh TLS, then resumed with the \
         tickets of the fresh wave; reports the time until all are open, the existing streams' latency during \
-        each wave, server CPU per new stream and failed or timed-out openings). Messages go in over --publish: \
+        each wave, server CPU per new stream and failed or timed-out openings), \
+        restart (--conns streams on --port get targeted messages at the first of --rates; after --baseline s \
+        --kill-pid gets SIGTERM; every stream its server closes reconnects after its retry: delay to \
+        --reconnect-port with Last-Event-ID; reports reconnections per second and messages lost). Messages go in over --publish: \
         the ingest port, POST /publish one at a time or in NDJSON batches of --batch, POST /backdoor, \
         or raw POSTs to Nchan's publisher; HTTP publishers keep --publish-connections connections \
         with --pipeline requests in flight each, a pair always on the same connection. Each measured \
@@ -27,7 +30,7 @@ struct BenchCommand: ParsableCommand {
         (redis-server) beside it.
         """)
 
-    @Argument(help: "idle, targeted, broadcast, handshake, ingest, smoke or storm (storm-wave is storm's helper).") var scenario: String
+    @Argument(help: "idle, targeted, broadcast, handshake, ingest, smoke, storm, restart (storm-wave is storm's helper).") var scenario: String
 
     @Option(help: "Label for the RESULT lines (qri, nchan, …).") var label = "qri"
     @Option(help: "Server address (loopback only).") var host = "127.0.0.1"
@@ -74,6 +77,8 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Storm: new streams per wave (opened at once by a second process).") var storm = 8000
     @Option(help: "Storm: seconds of publishing before the first wave.") var baseline = 3.0
     @Option(name: .customLong("wave-timeout"), help: "Storm: seconds before a wave's unopened streams count as timed out.") var waveTimeout = 60.0
+    @Option(name: .customLong("reconnect-port"), help: "Restart: the public port streams reconnect to.") var reconnectPort: UInt16?
+    @Option(name: .customLong("kill-pid"), help: "Restart: the node to send SIGTERM to after --baseline s.") var killPID: Int32?
     @Option(name: .customLong("pair-offset"), help: "First pair number (storm-wave uses pairs of its own).") var pairOffset = 0
 
     func validate() throws {
@@ -84,6 +89,9 @@ struct BenchCommand: ParsableCommand {
         for item in samplePID {
             let parts = item.split(separator: ":")
             guard parts.count == 2, !parts[0].isEmpty, Int32(parts[1]) != nil else { throw ValidationError("--sample-pid NAME:PID, not \(item)") }
+        }
+        if scenario == "restart" && (reconnectPort == nil || killPID == nil) {
+            throw ValidationError("restart needs --reconnect-port and --kill-pid")
         }
         guard batch > 0 else { throw ValidationError("--batch must be positive") }
         guard host.hasPrefix("127.") else { throw ValidationError("--host must be a loopback address (127.0.0.0/8)") }
@@ -120,7 +128,7 @@ struct BenchCommand: ParsableCommand {
             },
             serverPID: serverPID, serverCores: serverCores,
             maxSeconds: maxSeconds, stormCount: storm, baseline: baseline, waveTimeout: waveTimeout,
-            pairOffset: pairOffset)
+            pairOffset: pairOffset, reconnectPort: reconnectPort, killPID: killPID)
         let needed = (scenario == .idle ? options.checkpoints.max() ?? 0 : scenario == .stormWave ? options.stormCount : options.conns) + 64
         if scenario != .handshake && needed > limit {
             print("qri-bench: warning: \(needed) descriptors wanted, the limit is \(limit)")

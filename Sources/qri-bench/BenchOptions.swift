@@ -1,7 +1,7 @@
 /// What one `qri-bench` run does, from the command line.
 struct BenchOptions {
     enum Scenario: String, CaseIterable {
-        case idle, targeted, broadcast, handshake, ingest, smoke, storm
+        case idle, targeted, broadcast, handshake, ingest, smoke, storm, restart
         /// The storm's second process (spawned by `storm`): waves of new streams.
         case stormWave = "storm-wave"
     }
@@ -69,4 +69,8 @@ struct BenchOptions {
     var waveTimeout: Double
     /// Pair names start at u<offset>/c<offset> (the storm's new streams use pairs of their own).
     var pairOffset: Int
+    /// Restart: the port streams reconnect to (another node of the cluster).
+    var reconnectPort: UInt16?
+    /// Restart: the node to send SIGTERM to after `--baseline` s.
+    var killPID: Int32?
 }
