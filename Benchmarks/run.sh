@@ -21,6 +21,12 @@
 #   BENCH_STORM            8000                 (storm: new streams per wave, opened at once by a
 #                                                second qri-bench process; fresh, then resumed)
 #   BENCH_STORM_RATE       1000                 (storm: targeted messages/s to the open streams)
+# Scenario of issue 13 (Qri only; not in the default list):
+#   restart        two Qri nodes (core 0) over one redis-server (core 1); node A holds the
+#                  streams and gets SIGTERM with --drain-seconds; they reconnect to node B
+#                  with Last-Event-ID while targeted messages (into B's ingest) keep flowing
+#   BENCH_RESTART_CONNS    10000
+#   BENCH_RESTART_DRAIN    10                   (node A's --drain-seconds)
 #   BENCH_PRE_HANDSHAKE    5000                 (silent connections, then idle streams, one
 #                                                Qri with one loop: memory before a handshake)
 # Scenarios of issues 12 and 9, each repeated BENCH_REPEAT times, alternating what it
@@ -74,6 +80,8 @@ cluster_idle="${BENCH_CLUSTER_IDLE:-10000}"
 storm_conns="${BENCH_STORM_CONNS:-8000}"
 storm="${BENCH_STORM:-8000}"
 storm_rate="${BENCH_STORM_RATE:-1000}"
+restart_conns="${BENCH_RESTART_CONNS:-10000}"
+restart_drain="${BENCH_RESTART_DRAIN:-10}"
 out="${BENCH_OUT:-.build/bench/$(date -u +%Y%m%d-%H%M%S)}"
 
 qri=.build/release/qri
@@ -339,9 +347,28 @@ scenario_cluster() {
     fi
 }
 
+# Issue 13: a drained restart of one node of two; its streams resume on the other.
+scenario_restart() {
+    command -v redis-server >/dev/null || { echo "bench: redis-server is not installed (make deps): no restart step"; return 0; }
+    start_redis
+    qri_extra=(--redis "$redis_url" --drain-seconds "$restart_drain")
+    start_qri 1 yes
+    local b_pid=$stop_pid b_port=${server_args[1]} b_ingest=${server_args[5]}
+    start_qri 1 yes
+    qri_extra=()
+    local a_pid=$stop_pid
+    run_qri_bench restart qri-cluster 1 --sample-pid "redis:$redis_pid" --sample-pid "node-b:$b_pid" \
+        restart --conns "$restart_conns" --reconnect-port "$b_port" --ingest-port "$b_ingest" --kill-pid "$a_pid" \
+        --rates "$storm_rate" --baseline 3 --duration 3 --drain 5 --ramp "$ramp" --publish ingest \
+        --wave-timeout 90 --max-seconds 300
+    stop_process "$b_pid"
+    stop_redis
+}
+
 started=$SECONDS
 for scenario in $scenarios; do
     case $scenario in
+        restart) scenario_restart; continue ;;
         publish-http) scenario_publish_http; continue ;;
         publish-batch) scenario_publish_batch; continue ;;
         cluster) scenario_cluster; continue ;;
