@@ -351,7 +351,7 @@ scenario_cluster() {
 scenario_restart() {
     command -v redis-server >/dev/null || { echo "bench: redis-server is not installed (make deps): no restart step"; return 0; }
     start_redis
-    qri_extra=(--redis "$redis_url" --drain-seconds "$restart_drain")
+    qri_extra=(--redis "$redis_url" --drain-seconds "$restart_drain" --shutdown-timeout $((restart_drain + 5)))
     start_qri 1 yes
     local b_pid=$stop_pid b_port=${server_args[1]} b_ingest=${server_args[5]}
     start_qri 1 yes
