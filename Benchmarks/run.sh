@@ -21,12 +21,15 @@
 #   BENCH_STORM            8000                 (storm: new streams per wave, opened at once by a
 #                                                second qri-bench process; fresh, then resumed)
 #   BENCH_STORM_RATE       1000                 (storm: targeted messages/s to the open streams)
+#   BENCH_STORM_MAX_HANDSHAKES 8                (storm: after qri and nchan, Qri again with each of
+#                                                these --max-handshakes, labelled qri-mhN; "" = none)
 # Scenario of issue 13 (Qri only; not in the default list):
 #   restart        two Qri nodes (core 0) over one redis-server (core 1); node A holds the
 #                  streams and gets SIGTERM with --drain-seconds; they reconnect to node B
 #                  with Last-Event-ID while targeted messages (into B's ingest) keep flowing
 #   BENCH_RESTART_CONNS    10000
 #   BENCH_RESTART_DRAIN    10                   (node A's --drain-seconds)
+#   BENCH_QRI_FLAGS        ""                   (more flags for every Qri started, e.g. --max-handshakes 8)
 #   BENCH_PRE_HANDSHAKE    5000                 (silent connections, then idle streams, one
 #                                                Qri with one loop: memory before a handshake)
 # Scenarios of issues 12 and 9, each repeated BENCH_REPEAT times, alternating what it
@@ -80,6 +83,7 @@ cluster_idle="${BENCH_CLUSTER_IDLE:-10000}"
 storm_conns="${BENCH_STORM_CONNS:-8000}"
 storm="${BENCH_STORM:-8000}"
 storm_rate="${BENCH_STORM_RATE:-1000}"
+storm_max_handshakes="${BENCH_STORM_MAX_HANDSHAKES-8}"
 restart_conns="${BENCH_RESTART_CONNS:-10000}"
 restart_drain="${BENCH_RESTART_DRAIN:-10}"
 out="${BENCH_OUT:-.build/bench/$(date -u +%Y%m%d-%H%M%S)}"
@@ -143,7 +147,8 @@ start_qri() {
                --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --ingest-listen 127.0.0.1:0
                --state-file "$dir/backdoor.json")
     [[ -n $threads ]] && cmd+=(--threads "$threads")
-    cmd+=("${qri_extra[@]}")
+    # shellcheck disable=SC2206 # BENCH_QRI_FLAGS is split on purpose: more flags for every Qri
+    cmd+=(${BENCH_QRI_FLAGS:-} "${qri_extra[@]}")
     if [[ $pin == yes ]]; then taskset -c 0 "${cmd[@]}" 2> "$log" & else "${cmd[@]}" 2> "$log" & fi
     stop_pid=$!
     server_pid=$stop_pid
@@ -369,6 +374,16 @@ started=$SECONDS
 for scenario in $scenarios; do
     case $scenario in
         restart) scenario_restart; continue ;;
+        storm)
+            for server in $servers; do run_scenario "$server" storm "$server" yes; done
+            if [[ " $servers " == *" qri "* ]]; then
+                for mh in $storm_max_handshakes; do
+                    qri_extra=(--max-handshakes "$mh")
+                    run_scenario qri storm "qri-mh$mh" yes
+                    qri_extra=()
+                done
+            fi
+            continue ;;
         publish-http) scenario_publish_http; continue ;;
         publish-batch) scenario_publish_batch; continue ;;
         cluster) scenario_cluster; continue ;;
