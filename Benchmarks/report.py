@@ -269,6 +269,31 @@ def verdict(target, q, n):
     return f"{'✅' if ok else '❌'} {kind[3:]} {bound:,}"
 
 
+STORM_KEYS = [("all_open_s", "all open (s)"), ("p50_us", "p50 µs"), ("p99_us", "p99 µs"), ("max_us", "max µs"),
+              ("server_us_per_open_net", "srv µs/new"), ("failed", "failed"), ("timed_out", "timed out"),
+              ("reused", "resumed"), ("holder_max_stall_us", "gen. stall µs")]
+
+
+def storm_cell(value):
+    return str(int(value)) if value is not None and value == int(value) and abs(value) < 100 else fmt(value)
+
+
+def storm_section(rows):
+    """The storm steps of every label (qri, nchan, qri-mhN …), one row each."""
+    labels = [k for k in rows if k[1] == "storm" and k[2] != "whole"]
+    if not labels:
+        return
+    print()
+    print("Storm (existing streams' latency while the new ones open):")
+    print()
+    print("| label | step | " + " | ".join(title for _, title in STORM_KEYS) + " | lost |")
+    print("|---|---|" + "---:|" * (len(STORM_KEYS) + 1))
+    for label, scenario, step in labels:
+        r = rows[(label, scenario, step)]
+        lost = rows.get((label, scenario, "whole"), {}).get("lost", "?")
+        print(f"| {label} | {step} | " + " | ".join(storm_cell(num(r.get(key))) for key, _ in STORM_KEYS) + f" | {lost} |")
+
+
 def main():
     rows = load(sys.argv[1])
     if len(sys.argv) > 2:
@@ -318,6 +343,7 @@ def main():
                     cell += f", {r['publish_errors']} publish errors"
                 cells.append(cell)
             print(f"| {scenario} {step} | " + " | ".join(cells) + " |")
+    storm_section(rows)
     repeated = repeated_sections(load_repeated(sys.argv[1]))
     if repeated:
         print()
