@@ -236,9 +236,23 @@ ROWS = [
     ("handshake", "fresh", "server_us_per_open", "new TLS stream: server CPU per opening (µs)", ("ratio<=", 1)),
     ("handshake", "resumed", "openings_per_s", "resumed TLS streams: openings/s", None),
     ("handshake", "resumed", "server_us_per_open", "resumed TLS stream: server CPU per opening (µs)", ("ratio<=", 0.3)),
+    ("storm", "baseline", "p99_us", "storm: existing streams' p99 before the storm (µs)", None),
     ("ingest", "max", "accepted_per_s", "ingest flat out, 1 connection: messages accepted/s", None),
     ("ingest", "max", "events_per_s", "ingest flat out: delivered events/s", None),
 ]
+# The storm's two waves (issue 13): the same rows for fresh and resumed TLS.
+for _mode, _cpu_target in (("fresh", None), ("resumed", ("ratio<=", 1))):
+    _what = f"storm, {_mode} TLS:"
+    ROWS += [
+        ("storm", _mode, "all_open_s", f"{_what} seconds until all new streams are open", None),
+        ("storm", _mode, "p50_us", f"{_what} existing streams' p50 meanwhile (µs)", None),
+        ("storm", _mode, "p99_us", f"{_what} existing streams' p99 meanwhile (µs)", ("abs<=", 10000)),
+        ("storm", _mode, "max_us", f"{_what} existing streams' max meanwhile (µs)", None),
+        ("storm", _mode, "server_us_per_open_net", f"{_what} server CPU per new stream (µs)", _cpu_target),
+        ("storm", _mode, "reused", f"{_what} handshakes that resumed", None),
+        ("storm", _mode, "failed", f"{_what} openings failed", ("abs<=", 0)),
+        ("storm", _mode, "timed_out", f"{_what} openings timed out", ("abs<=", 0)),
+    ]
 
 
 def verdict(target, q, n):
@@ -253,6 +267,31 @@ def verdict(target, q, n):
         return f"{'✅' if ok else '❌'} {kind[5:]} {bound}×"
     ok = q <= bound if kind == "abs<=" else q >= bound
     return f"{'✅' if ok else '❌'} {kind[3:]} {bound:,}"
+
+
+STORM_KEYS = [("all_open_s", "all open (s)"), ("p50_us", "p50 µs"), ("p99_us", "p99 µs"), ("max_us", "max µs"),
+              ("server_us_per_open_net", "srv µs/new"), ("failed", "failed"), ("timed_out", "timed out"),
+              ("reused", "resumed"), ("holder_max_stall_us", "gen. stall µs")]
+
+
+def storm_cell(value):
+    return str(int(value)) if value is not None and value == int(value) and abs(value) < 100 else fmt(value)
+
+
+def storm_section(rows):
+    """The storm steps of every label (qri, nchan, qri-mhN …), one row each."""
+    labels = [k for k in rows if k[1] == "storm" and k[2] != "whole"]
+    if not labels:
+        return
+    print()
+    print("Storm (existing streams' latency while the new ones open):")
+    print()
+    print("| label | step | " + " | ".join(title for _, title in STORM_KEYS) + " | lost |")
+    print("|---|---|" + "---:|" * (len(STORM_KEYS) + 1))
+    for label, scenario, step in labels:
+        r = rows[(label, scenario, step)]
+        lost = rows.get((label, scenario, "whole"), {}).get("lost", "?")
+        print(f"| {label} | {step} | " + " | ".join(storm_cell(num(r.get(key))) for key, _ in STORM_KEYS) + f" | {lost} |")
 
 
 def main():
@@ -289,7 +328,10 @@ def main():
                 if r is None:
                     cells.append("–")
                     continue
-                cell = f"{r.get('saturated', '?')} (srv {r.get('server_cpu_pct', '?')} %, cli {r.get('client_cpu_pct', '?')} %, others {r.get('foreign_cpu_pct', '?')} %)"
+                if "holder_cpu_pct" in r:
+                    cell = f"srv {r.get('server_cpu_pct', '?')} %, cli {r.get('holder_cpu_pct', '?')} + {r.get('helper_cpu_pct', '?')} %, others {r.get('foreign_cpu_pct', '?')} %"
+                else:
+                    cell = f"{r.get('saturated', '?')} (srv {r.get('server_cpu_pct', '?')} %, cli {r.get('client_cpu_pct', '?')} %, others {r.get('foreign_cpu_pct', '?')} %)"
                 lost = num(r.get("lost")) or 0
                 if lost > 0:
                     cell += f", lost {int(lost)}"
@@ -301,6 +343,7 @@ def main():
                     cell += f", {r['publish_errors']} publish errors"
                 cells.append(cell)
             print(f"| {scenario} {step} | " + " | ".join(cells) + " |")
+    storm_section(rows)
     repeated = repeated_sections(load_repeated(sys.argv[1]))
     if repeated:
         print()

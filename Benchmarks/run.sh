@@ -4,7 +4,7 @@
 # and qri-bench to core 1; then Qri again unpinned with all its threads.
 #
 # Sizes (environment, defaults from issue 5):
-#   BENCH_SCENARIOS        idle targeted broadcast handshake ingest publish-http publish-batch cluster
+#   BENCH_SCENARIOS        idle targeted broadcast handshake ingest storm publish-http publish-batch cluster
 #   BENCH_SERVERS          qri nchan            (nchan is skipped when it is not installed)
 #   BENCH_UNPINNED         targeted broadcast handshake   (scenarios of the unpinned Qri run, of those
 #                                                chosen; "" = none)
@@ -17,6 +17,19 @@
 #   BENCH_INGEST_CONNS     100
 #   BENCH_RAMP             2000                 (stream openings/s while ramping up)
 #   BENCH_OUT              .build/bench/<date>  (RESULT lines, logs, summary.md)
+#   BENCH_STORM_CONNS      8000                 (storm: streams open before the storm)
+#   BENCH_STORM            8000                 (storm: new streams per wave, opened at once by a
+#                                                second qri-bench process; fresh, then resumed)
+#   BENCH_STORM_RATE       1000                 (storm: targeted messages/s to the open streams)
+#   BENCH_STORM_MAX_HANDSHAKES 8                (storm: after qri and nchan, Qri again with each of
+#                                                these --max-handshakes, labelled qri-mhN; "" = none)
+# Scenario of issue 13 (Qri only; not in the default list):
+#   restart        two Qri nodes (core 0) over one redis-server (core 1); node A holds the
+#                  streams and gets SIGTERM with --drain-seconds; they reconnect to node B
+#                  with Last-Event-ID while targeted messages (into B's ingest) keep flowing
+#   BENCH_RESTART_CONNS    10000
+#   BENCH_RESTART_DRAIN    10                   (node A's --drain-seconds)
+#   BENCH_QRI_FLAGS        ""                   (more flags for every Qri started, e.g. --max-handshakes 8)
 #   BENCH_PRE_HANDSHAKE    5000                 (silent connections, then idle streams, one
 #                                                Qri with one loop: memory before a handshake)
 # Scenarios of issues 12 and 9, each repeated BENCH_REPEAT times, alternating what it
@@ -41,7 +54,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-scenarios="${BENCH_SCENARIOS:-idle targeted broadcast handshake ingest publish-http publish-batch cluster}"
+scenarios="${BENCH_SCENARIOS:-idle targeted broadcast handshake ingest storm publish-http publish-batch cluster}"
 servers="${BENCH_SERVERS:-qri nchan}"
 # By default, the unpinned run repeats those of targeted, broadcast and handshake that were chosen.
 default_unpinned=""
@@ -67,6 +80,12 @@ batch_depth="${BENCH_BATCH_DEPTH:-8}"
 admin_tls="${BENCH_ADMIN_TLS:-0}"
 cluster_rates="${BENCH_CLUSTER_RATES:-5000,20000,0}"
 cluster_idle="${BENCH_CLUSTER_IDLE:-10000}"
+storm_conns="${BENCH_STORM_CONNS:-8000}"
+storm="${BENCH_STORM:-8000}"
+storm_rate="${BENCH_STORM_RATE:-1000}"
+storm_max_handshakes="${BENCH_STORM_MAX_HANDSHAKES-8}"
+restart_conns="${BENCH_RESTART_CONNS:-10000}"
+restart_drain="${BENCH_RESTART_DRAIN:-10}"
 out="${BENCH_OUT:-.build/bench/$(date -u +%Y%m%d-%H%M%S)}"
 
 qri=.build/release/qri
@@ -128,7 +147,8 @@ start_qri() {
                --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --ingest-listen 127.0.0.1:0
                --state-file "$dir/backdoor.json")
     [[ -n $threads ]] && cmd+=(--threads "$threads")
-    cmd+=("${qri_extra[@]}")
+    # shellcheck disable=SC2206 # BENCH_QRI_FLAGS is split on purpose: more flags for every Qri
+    cmd+=(${BENCH_QRI_FLAGS:-} "${qri_extra[@]}")
     if [[ $pin == yes ]]; then taskset -c 0 "${cmd[@]}" 2> "$log" & else "${cmd[@]}" 2> "$log" & fi
     stop_pid=$!
     server_pid=$stop_pid
@@ -222,6 +242,10 @@ run_scenario() {
                           --publish "$bvia" --window $((conns * 20)) --drain 10 --max-seconds 300)
                    [[ $server == nchan ]] && args+=(--broadcast-pair) ;;
         handshake) args+=(handshake --count "$handshakes" --concurrency 64 --max-seconds 120) ;;
+        # The server holds both sets (storm_conns + storm streams) within its 20,000 descriptors.
+        storm) args+=(storm --conns "$storm_conns" --storm "$storm" --rates "$storm_rate" --ramp "$ramp"
+                      --publish "$via" --baseline 3 --settle 3 --wave-timeout 60 --modes fresh,resumed --max-seconds 400)
+               [[ $server == nchan ]] && args+=(--publish-connections 4) ;;
         ingest) args+=(ingest --conns "$ingest_conns" --duration "$duration" --publish "$via" --pipeline 256 --max-seconds 90) ;;
         *) echo "bench: unknown scenario $scenario" >&2; exit 1 ;;
     esac
@@ -328,9 +352,38 @@ scenario_cluster() {
     fi
 }
 
+# Issue 13: a drained restart of one node of two; its streams resume on the other.
+scenario_restart() {
+    command -v redis-server >/dev/null || { echo "bench: redis-server is not installed (make deps): no restart step"; return 0; }
+    start_redis
+    qri_extra=(--redis "$redis_url" --drain-seconds "$restart_drain" --shutdown-timeout $((restart_drain + 5)))
+    start_qri 1 yes
+    local b_pid=$stop_pid b_port=${server_args[1]} b_ingest=${server_args[5]}
+    start_qri 1 yes
+    qri_extra=()
+    local a_pid=$stop_pid
+    run_qri_bench restart qri-cluster 1 --sample-pid "redis:$redis_pid" --sample-pid "node-b:$b_pid" \
+        restart --conns "$restart_conns" --reconnect-port "$b_port" --ingest-port "$b_ingest" --kill-pid "$a_pid" \
+        --rates "$storm_rate" --baseline 3 --duration 3 --drain 5 --ramp "$ramp" --publish ingest \
+        --wave-timeout 90 --max-seconds 300
+    stop_process "$b_pid"
+    stop_redis
+}
+
 started=$SECONDS
 for scenario in $scenarios; do
     case $scenario in
+        restart) scenario_restart; continue ;;
+        storm)
+            for server in $servers; do run_scenario "$server" storm "$server" yes; done
+            if [[ " $servers " == *" qri "* ]]; then
+                for mh in $storm_max_handshakes; do
+                    qri_extra=(--max-handshakes "$mh")
+                    run_scenario qri storm "qri-mh$mh" yes
+                    qri_extra=()
+                done
+            fi
+            continue ;;
         publish-http) scenario_publish_http; continue ;;
         publish-batch) scenario_publish_batch; continue ;;
         cluster) scenario_cluster; continue ;;

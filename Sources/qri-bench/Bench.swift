@@ -60,6 +60,35 @@ final class Bench {
     private var churnReused = 0
     private var latestSession: TLSSession?
 
+    // Restart: streams closed by their server and their reconnections
+    struct Reconnect {
+        var pair: Int
+        var lastEventID: [UInt8]
+        var lastStep: Int
+        var lastSeq: Int
+        var retry: Int?
+    }
+    private var reconnecting = false
+    private var reconnectQueue: [UInt64: [Reconnect]] = [:]
+    private var reconnectScannedMs: UInt64 = 0
+    private var closeTimes: [UInt64] = []
+    private var reopenTimes: [UInt64] = []
+    private var reconnectFailures = 0
+    private lazy var reconnectConnector = Connector(host: options.host, port: options.reconnectPort ?? options.port,
+                                                    sourceAddresses: options.sourceAddresses)
+
+    // Storm: the holder's latency samples (send time, latency), the waves its helper reports
+    private var stormRecording = false
+    private var stormSamples: [(sentAt: UInt64, latency: UInt64)] = []
+    private var stormStalls: [(at: UInt64, gap: UInt64)] = []
+    // Storm helper (storm-wave): the wave in progress
+    private var waveActive = false
+    private var waveOpened = 0
+    private var waveFailed = 0
+    private var waveReused = 0
+    private var waveLastOpenAt: UInt64 = 0
+    private var waveSessions: [TLSSession?] = []
+
     private var phases: [Phase] = []
     private var phaseIndex = -1
     private let deadline: UInt64
@@ -91,6 +120,11 @@ final class Bench {
         loop.run()
         for stream in Array(streams.values) { stream.close(reason: "end") }
         for publisher in publishers { (publisher as? BenchConnection)?.close(reason: "end") }
+        if helperPID > 0 {
+            kill(helperPID, SIGTERM)
+            var status: Int32 = 0
+            waitpid(helperPID, &status, 0)
+        }
         print("")
         print("qri-bench \(options.scenario.rawValue) against \(options.label):")
         print(Report.table(results), terminator: "")
@@ -154,6 +188,31 @@ final class Bench {
             list.append(publishStep(rate: 0, broadcast: false, windowed: false))
         case .handshake:
             for mode in options.modes { list.append(churn(resumed: mode == "resumed")) }
+        case .storm:
+            list.append(rampTo(options.conns))
+            list.append(connectPublishers(options.publishVia, count: options.publishConnections))
+            list.append(wait(1))
+            list.append(stormRun())
+        case .restart:
+            list.append(rampTo(options.conns))
+            list.append(connectPublishers(options.publishVia, count: options.publishConnections))
+            list.append(wait(1))
+            list.append(restartRun())
+        case .stormWave:
+            // The helper shares the generator's core with the process that measures latency:
+            // SCHED_IDLE lets the holder preempt it at once, so the holder's latency is the
+            // server's, not the wait for the helper's time slice.
+            var param = sched_param()
+            let SCHED_IDLE: Int32 = 5 // <linux/sched.h>, not exported by Glibc's module
+            if sched_setscheduler(0, SCHED_IDLE, &param) != 0 { print("qri-bench: warning: SCHED_IDLE: \(String(cString: strerror(errno)))") }
+            for (i, mode) in options.modes.enumerated() {
+                if i > 0 { list.append(wait(options.settle)) }
+                list.append(wave(resumed: mode == "resumed"))
+                list.append(wait(1))
+                list.append(Phase(start: { [unowned self] in
+                    for stream in Array(streams.values) { stream.close(reason: "wave over") }
+                }, poll: { true }))
+            }
         }
         return list
     }
@@ -165,7 +224,8 @@ final class Bench {
     func pairNames(_ index: Int?) -> (peer: [UInt8], checksum: [UInt8]) {
         guard let index, index >= 0, index < pairNameCache.count else { return (Array("all".utf8), Array("all".utf8)) }
         if let cached = pairNameCache[index] { return (cached.0, cached.1) }
-        let names = (Array("u\(index)".utf8), Array("c\(index)".utf8))
+        let n = index + options.pairOffset
+        let names = (Array("u\(n)".utf8), Array("c\(n)".utf8))
         pairNameCache[index] = names
         return names
     }
@@ -202,6 +262,7 @@ final class Bench {
             streamFailures += 1
             lastFailure = "\(error)"
             if churning { churnFailed += 1 }
+            if waveActive { waveFailed += 1 }
             return false
         }
     }
@@ -217,13 +278,44 @@ final class Bench {
             stream.close(reason: "opened")
             return
         }
+        if waveActive {
+            waveOpened += 1
+            waveLastOpenAt = now
+            if let transport = stream.tlsTransport {
+                if transport.sessionReused { waveReused += 1 }
+                if let session = transport.session { waveSessions[stream.id % waveSessions.count] = session }
+            }
+        }
         openStreams += 1
+        if stream.isReconnect {
+            reopenTimes.append(now)
+            return
+        }
         pairStreams[stream.pair] += 1
     }
 
     func streamClosed(_ stream: SSEStream, reason: String) {
         streams[stream.id] = nil
         liveStreams -= 1
+        if reconnecting && !stream.closeWhenOpen {
+            // Restart: the stream comes back on the other node after its retry: delay; its pair
+            // keeps counting it, so what it misses meanwhile counts as lost unless replayed.
+            if stream.isOpen {
+                openStreams -= 1
+                closeTimes.append(now)
+            } else {
+                streamFailures += 1
+                lastFailure = reason
+                guard stream.isReconnect else { return }
+                reconnectFailures += 1
+            }
+            let delay = UInt64(stream.retryMilliseconds ?? 2000) * 1_000_000
+            let due = (now + delay) / 1_000_000
+            reconnectQueue[due, default: []].append(Reconnect(pair: stream.pair, lastEventID: stream.lastEventID,
+                                                             lastStep: stream.lastStep, lastSeq: stream.lastSeq,
+                                                             retry: stream.retryMilliseconds))
+            return
+        }
         if stream.isOpen {
             if stream.closeWhenOpen { return }
             openStreams -= 1
@@ -234,6 +326,7 @@ final class Bench {
             streamFailures += 1
             lastFailure = reason
             if churning { churnFailed += 1 }
+            if waveActive { waveFailed += 1 }
         }
     }
 
@@ -247,6 +340,7 @@ final class Bench {
         stream.lastStep = stamp.step
         stream.lastSeq = stamp.seq
         let t = now
+        if stormRecording { stormSamples.append((stamp.sentAt, t &- stamp.sentAt)) }
         histogram.record(t &- stamp.sentAt)
         delivered += 1
         lastDeliveryAt = t
@@ -554,6 +648,406 @@ final class Bench {
         })
     }
 
+    // MARK: Rolling restart
+
+    /// Starts the reconnections that are due: each a new stream to `--reconnect-port` with
+    /// the Last-Event-ID it had, keeping its pair and the newest stamp it saw.
+    private func reconnectDue() {
+        let nowMs = now / 1_000_000
+        if reconnectScannedMs == 0 { reconnectScannedMs = nowMs }
+        while reconnectScannedMs <= nowMs {
+            if let due = reconnectQueue.removeValue(forKey: reconnectScannedMs) {
+                for r in due { reopen(r) }
+            }
+            reconnectScannedMs += 1
+        }
+    }
+
+    private func reopen(_ r: Reconnect) {
+        let id = nextStreamID
+        nextStreamID += 1
+        do {
+            let fd = try reconnectConnector.connect()
+            let stream = try SSEStream(bench: self, fd: fd, id: id, pair: r.pair, path: path(forPair: r.pair),
+                                       closeWhenOpen: false, session: nil, lastEventID: r.lastEventID, isReconnect: true)
+            stream.lastStep = r.lastStep
+            stream.lastSeq = r.lastSeq
+            streams[id] = stream
+            liveStreams += 1
+        } catch {
+            streamFailures += 1
+            reconnectFailures += 1
+            lastFailure = "\(error)"
+            let due = (now + UInt64(r.retry ?? 2000) * 1_000_000) / 1_000_000
+            reconnectQueue[due, default: []].append(r)
+        }
+    }
+
+    /// The rolling restart: targeted messages at the first of `--rates` throughout; after
+    /// `--baseline` s, SIGTERM to `--kill-pid`; streams closed by it come back on
+    /// `--reconnect-port`. Publishing goes on until every stream is open again and
+    /// `--duration` s more, then what was published is checked against what arrived.
+    private func restartRun() -> Phase {
+        var startedAt: UInt64 = 0
+        var killedAt: UInt64 = 0
+        var allBackAt: UInt64 = 0
+        var publishEnd: UInt64 = 0
+        var message: [UInt8] = []
+        let rate = options.rates.first(where: { $0 > 0 }) ?? 1000
+        return Phase(start: { [unowned self] in
+            step += 1
+            histogram = Histogram()
+            delivered = 0
+            repeats = 0
+            expected = 0
+            published = 0
+            reconnecting = true
+            startedAt = now
+        }, poll: { [unowned self] in
+            let t = now
+            if killedAt == 0 && t - startedAt >= UInt64(options.baseline * 1e9) {
+                killedAt = t
+                if let pid = options.killPID, kill(pid, SIGTERM) != 0 { fail("kill \(pid): \(String(cString: strerror(errno)))") }
+            }
+            reconnectDue()
+            if killedAt > 0 && allBackAt == 0 && !closeTimes.isEmpty && openStreams >= options.conns && reconnectQueue.isEmpty {
+                allBackAt = t
+            }
+            let over = allBackAt > 0 && t - allBackAt >= UInt64(options.duration * 1e9)
+            let timedOut = killedAt > 0 && t - killedAt > UInt64(options.waveTimeout * 1e9)
+            if !over && !timedOut {
+                var budget = Int(rate * Double(t - startedAt) / 1e9) + 1 - published
+                while budget > 0 {
+                    guard let (_, publisher) = nextReadyPublisher() else { break }
+                    message.removeAll(keepingCapacity: true)
+                    Stamp.append(Stamp(sentAt: now, step: step, seq: published), paddedTo: options.messageBytes, to: &message)
+                    let pair = Int(random.next() % UInt64(max(options.peers, 1)))
+                    publisher.publish(pair: pair, message: message)
+                    expected += pairStreams[pair]
+                    published += 1
+                    budget -= 1
+                }
+                for publisher in publishers { publisher.flush() }
+                if let closed = publishers.first(where: { $0.isClosed }) { fail("publisher closed: \(closed.lastError)") }
+                return false
+            }
+            if publishEnd == 0 { publishEnd = t }
+            if delivered < expected && t - publishEnd < UInt64(options.drain * 1e9) { return false }
+            reconnecting = false
+            reportRestart(killedAt: killedAt, allBackAt: allBackAt)
+            return true
+        })
+    }
+
+    private func reportRestart(killedAt: UInt64, allBackAt: UInt64) {
+        func perSecond(_ times: [UInt64]) -> [Int] {
+            guard let first = times.min(), let last = times.max() else { return [] }
+            var counts = [Int](repeating: 0, count: Int((last - first) / 1_000_000_000) + 1)
+            for t in times { counts[Int((t - first) / 1_000_000_000)] += 1 }
+            return counts
+        }
+        var r = header(step: "restart")
+        r.set("streams", options.conns)
+        r.set("open_at_end", openStreams)
+        r.set("closed_by_server", closeTimes.count)
+        r.set("reconnected", reopenTimes.count)
+        r.set("reconnect_failures", reconnectFailures)
+        if let first = closeTimes.min() {
+            r.set("first_close_s", Double(first &- killedAt) / 1e9, digits: 2)
+            if let last = closeTimes.max() { r.set("close_span_s", Double(last - first) / 1e9, digits: 2) }
+            if allBackAt > 0 { r.set("all_back_s", Double(allBackAt - killedAt) / 1e9, digits: 2) }
+        }
+        let rates = perSecond(reopenTimes)
+        if !rates.isEmpty {
+            // Whole seconds from the first reconnection on; the last, partial second is left out
+            // of the mean and the maximum when there is more than one.
+            let whole = rates.count > 1 ? Array(rates.dropLast()) : rates
+            let mean = Double(whole.reduce(0, +)) / Double(whole.count)
+            r.set("reconnect_seconds", rates.count)
+            r.set("reconnects_per_s_mean", mean, digits: 0)
+            r.set("reconnects_per_s_max", whole.max() ?? 0)
+            r.set("max_over_mean", Double(whole.max() ?? 0) / max(mean, 1e-9), digits: 2)
+            r.set("reconnects_per_s", rates.map(String.init).joined(separator: ","))
+        }
+        r.set("closes_per_s", perSecond(closeTimes).map(String.init).joined(separator: ","))
+        r.set("published", published)
+        r.set("expected", expected)
+        r.set("delivered", delivered)
+        r.set("lost", expected - delivered)
+        r.set("repeats", repeats)
+        addLatency(&r, histogram)
+        if let last = lastFailure.isEmpty ? nil : lastFailure { r.set("last_failure", String(last.prefix(60))) }
+        record(r)
+        if closeTimes.isEmpty { fail("no stream was closed by the restarted node") }
+    }
+
+    // MARK: Storm
+
+    /// One wave as the helper reported it (`WAVE key=value …` lines on its stdout).
+    struct WaveReport {
+        var mode = ""
+        var start: [String: String] = [:]
+        var end: [String: String] = [:]
+        var holderCPUStart: UInt64 = 0
+        var holderCPUEnd: UInt64 = 0
+    }
+
+    private var helperPID: pid_t = 0
+    private var helperPipe: HelperPipe?
+    private var helperDone = false
+    private var waves: [WaveReport] = []
+
+    /// A line from the helper process.
+    func helperLine(_ line: String) {
+        guard line.hasPrefix("WAVE ") else {
+            if !line.isEmpty { print("qri-bench: helper: \(line)") }
+            return
+        }
+        var fields: [String: String] = [:]
+        for item in line.split(separator: " ").dropFirst() {
+            guard let eq = item.firstIndex(of: "=") else { continue }
+            fields[String(item[..<eq])] = String(item[item.index(after: eq)...])
+        }
+        let cpu = ProcessStats.sampleSelf().cpuNanoseconds
+        if fields["event"] == "start" {
+            var w = WaveReport()
+            w.mode = fields["mode"] ?? "?"
+            w.start = fields
+            w.holderCPUStart = cpu
+            waves.append(w)
+        } else if fields["event"] == "end", !waves.isEmpty {
+            waves[waves.count - 1].end = fields
+            waves[waves.count - 1].holderCPUEnd = cpu
+        }
+    }
+
+    func helperEnded() {
+        helperDone = true
+        if helperPID > 0 {
+            var status: Int32 = 0
+            waitpid(helperPID, &status, 0)
+            if status != 0 { print("qri-bench: helper exited with status \(status)") }
+            helperPID = 0
+        }
+    }
+
+    /// Starts `qri-bench storm-wave` (this executable) with its stdout on a pipe this loop reads.
+    private func spawnHelper() -> String? {
+        var args = ["qri-bench", "storm-wave", "--label", options.label, "--host", options.host,
+                    "--port", "\(options.port)", "--server-name", options.serverName,
+                    "--stream-path", options.streamPath, "--source-addresses", "\(options.sourceAddresses)",
+                    "--storm", "\(options.stormCount)", "--modes", options.modes.joined(separator: ","),
+                    "--settle", "\(options.settle)", "--wave-timeout", "\(options.waveTimeout)",
+                    "--pair-offset", "\(options.peers + options.pairOffset)", "--max-seconds", "\(options.maxSeconds)"]
+        if let pid = options.serverPID { args += ["--server-pid", "\(pid)"] }
+        if let ca = options.caFile { args += ["--ca-file", ca] }
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { return "pipe: \(String(cString: strerror(errno)))" }
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        let argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var pid: pid_t = 0
+        let r = posix_spawn(&pid, "/proc/self/exe", &actions, nil, argv, environ)
+        close(fds[1])
+        guard r == 0 else {
+            close(fds[0])
+            return "posix_spawn: \(String(cString: strerror(r)))"
+        }
+        helperPID = pid
+        _ = fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK)
+        let reader = HelperPipe(bench: self, fd: fds[0])
+        do { try loop.register(fd: fds[0], interest: .readable, handler: reader) } catch { return "\(error)" }
+        helperPipe = reader
+        return nil
+    }
+
+    /// The storm, holder side: targeted messages at the first of `--rates` to the open
+    /// streams throughout; after `--baseline` s the helper process opens its waves of new
+    /// streams; when it has finished, one RESULT line for the baseline and one per wave.
+    private func stormRun() -> Phase {
+        var startedAt: UInt64 = 0
+        var baselineEnd: UInt64 = 0
+        var publishEnd: UInt64 = 0
+        var serverStart: ProcessSample?
+        var serverBaselineEnd: ProcessSample?
+        var clientStart = ProcessStats.sampleSelf()
+        var message: [UInt8] = []
+        var lastPoll: UInt64 = 0
+        let rate = options.rates.first(where: { $0 > 0 }) ?? 1000
+        return Phase(start: { [unowned self] in
+            step += 1
+            stormStalls = []
+            stormSamples = []
+            stormSamples.reserveCapacity(Int(rate * 120))
+            stormRecording = true
+            delivered = 0
+            repeats = 0
+            expected = 0
+            published = 0
+            serverStart = options.serverPID.flatMap { ProcessStats.sample(pid: $0) }
+            clientStart = ProcessStats.sampleSelf()
+            startedAt = now
+        }, poll: { [unowned self] in
+            let t = now
+            // The holder's own stalls (its 1-ms timer late): a latency the server did not cause.
+            if lastPoll > 0 && t - lastPoll > 2_000_000 { stormStalls.append((t, t - lastPoll)) }
+            lastPoll = t
+            if baselineEnd == 0 && t - startedAt >= UInt64(options.baseline * 1e9) {
+                baselineEnd = t
+                serverBaselineEnd = options.serverPID.flatMap { ProcessStats.sample(pid: $0) }
+                if let why = spawnHelper() { fail("cannot start the storm helper: \(why)") }
+            }
+            if !helperDone {
+                var budget = Int(rate * Double(t - startedAt) / 1e9) + 1 - published
+                while budget > 0 {
+                    guard let (_, publisher) = nextReadyPublisher() else { break }
+                    message.removeAll(keepingCapacity: true)
+                    Stamp.append(Stamp(sentAt: now, step: step, seq: published), paddedTo: options.messageBytes, to: &message)
+                    let pair = Int(random.next() % UInt64(max(options.peers, 1)))
+                    publisher.publish(pair: pair, message: message)
+                    expected += pairStreams[pair]
+                    published += 1
+                    budget -= 1
+                }
+                for publisher in publishers { publisher.flush() }
+                if let closed = publishers.first(where: { $0.isClosed }) { fail("publisher closed: \(closed.lastError)") }
+                return false
+            }
+            if publishEnd == 0 { publishEnd = t }
+            if delivered < expected && t - publishEnd < UInt64(options.drain * 1e9) { return false }
+            stormRecording = false
+            reportStorm(startedAt: startedAt, baselineEnd: baselineEnd, serverStart: serverStart,
+                        serverBaselineEnd: serverBaselineEnd, clientStart: clientStart)
+            return true
+        })
+    }
+
+    private func reportStorm(startedAt: UInt64, baselineEnd: UInt64, serverStart: ProcessSample?,
+                             serverBaselineEnd: ProcessSample?, clientStart: ProcessSample) {
+        func latency(from: UInt64, to: UInt64) -> (Histogram, Int) {
+            var h = Histogram()
+            var n = 0
+            for s in stormSamples where s.sentAt >= from && s.sentAt < to {
+                h.record(s.latency)
+                n += 1
+            }
+            return (h, n)
+        }
+        // Server CPU of publishing alone, to take out of the waves' figures.
+        var baselineRate = 0.0
+        if let a = serverStart, let b = serverBaselineEnd, b.at > a.at {
+            baselineRate = Double(b.cpuNanoseconds &- a.cpuNanoseconds) / Double(b.at - a.at)
+        }
+        var r = header(step: "baseline")
+        r.set("streams", openStreams)
+        r.set("offered_per_s", Report.format(options.rates.first(where: { $0 > 0 }) ?? 1000, digits: 0))
+        let (h, n) = latency(from: startedAt, to: baselineEnd)
+        r.set("events", n)
+        addLatency(&r, h)
+        r.set("server_cpu_pct", baselineRate * 100, digits: 1)
+        if let a = serverStart, let b = serverBaselineEnd {
+            let usage = SideUsage(serverBefore: a, serverAfter: b, clientBefore: clientStart, clientAfter: clientStart)
+            r.set("rss_mb", Double(usage.serverRSS) / 1048576, digits: 1)
+        }
+        record(r)
+        for wave in waves {
+            var r = header(step: wave.mode)
+            let start = UInt64(wave.start["at"] ?? "") ?? 0
+            let end = UInt64(wave.end["at"] ?? "") ?? now
+            let lastOpen = UInt64(wave.end["last_open_at"] ?? "") ?? 0
+            let opened = Int(wave.end["opened"] ?? "") ?? 0
+            let count = Int(wave.start["count"] ?? "") ?? 0
+            r.set("streams", openStreams)
+            r.set("new", count)
+            r.set("opened", opened)
+            r.set("failed", wave.end["failed"] ?? "?")
+            r.set("timed_out", wave.end["timed_out"] ?? "?")
+            r.set("reused", wave.end["reused"] ?? "?")
+            if lastOpen > start { r.set(opened == count ? "all_open_s" : "opened_by_s", Double(lastOpen - start) / 1e9, digits: 2) }
+            let (h, n) = latency(from: start, to: end)
+            r.set("events", n)
+            addLatency(&r, h)
+            let wall = Double(max(end &- start, 1))
+            if let c0 = UInt64(wave.start["cpu"] ?? ""), let c1 = UInt64(wave.end["cpu"] ?? "") {
+                let cpu = Double(c1 &- c0)
+                r.set("server_cpu_pct", cpu / wall * 100, digits: 0)
+                if opened > 0 {
+                    r.set("server_us_per_open", cpu / 1000 / Double(opened), digits: 1)
+                    r.set("server_us_per_open_net", max(0, cpu - baselineRate * wall) / 1000 / Double(opened), digits: 1)
+                }
+            }
+            var helperCPU = 0.0
+            if let c0 = UInt64(wave.start["self"] ?? ""), let c1 = UInt64(wave.end["self"] ?? "") {
+                helperCPU = Double(c1 &- c0) / wall
+                r.set("helper_cpu_pct", helperCPU * 100, digits: 0)
+            }
+            let stall = stormStalls.filter { $0.at >= start && $0.at - $0.gap <= end }.map(\.gap).max() ?? 0
+            r.set("holder_max_stall_us", Double(stall) / 1000, digits: 0)
+            let holderCPU = Double(wave.holderCPUEnd &- wave.holderCPUStart) / wall
+            r.set("holder_cpu_pct", holderCPU * 100, digits: 0)
+            if let b0 = UInt64(wave.start["busy"] ?? ""), let b1 = UInt64(wave.end["busy"] ?? ""),
+               let c0 = UInt64(wave.start["cpu"] ?? ""), let c1 = UInt64(wave.end["cpu"] ?? "") {
+                let machine = Double(b1 &- b0) / wall
+                r.set("foreign_cpu_pct", max(0, machine - Double(c1 &- c0) / wall - helperCPU - holderCPU) * 100, digits: 0)
+            }
+            if let last = wave.end["last_failure"] { r.set("last_failure", last) }
+            record(r)
+        }
+        var all = header(step: "whole")
+        all.set("streams", openStreams)
+        all.set("published", published)
+        all.set("expected", expected)
+        all.set("delivered", delivered)
+        all.set("lost", expected - delivered)
+        all.set("repeats", repeats)
+        all.set("dropped", droppedAfterOpen)
+        record(all)
+        if waves.isEmpty { fail("the storm helper reported no wave") }
+    }
+
+    /// The storm, helper side: opens `--storm` streams at once (fresh, or resumed with the
+    /// sessions of the fresh wave), reports on stdout when it started and when the last one
+    /// opened, failed or timed out.
+    private func wave(resumed: Bool) -> Phase {
+        var startedAt: UInt64 = 0
+        let count = options.stormCount
+        return Phase(start: { [unowned self] in
+            if waveSessions.count != count { waveSessions = Array(repeating: nil, count: count) }
+            waveActive = true
+            waveOpened = 0
+            waveFailed = 0
+            waveReused = 0
+            waveLastOpenAt = 0
+            let server = options.serverPID.flatMap { ProcessStats.sample(pid: $0) }
+            startedAt = now
+            emitWave("mode=\(resumed ? "resumed" : "fresh") event=start count=\(count) at=\(startedAt) cpu=\(server?.cpuNanoseconds ?? 0) busy=\(ProcessStats.machineBusyNanoseconds()) self=\(ProcessStats.sampleSelf().cpuNanoseconds)")
+            for _ in 0..<count {
+                startStream(session: resumed ? waveSessions[nextStreamID % count] : nil)
+            }
+        }, poll: { [unowned self] in
+            let t = now
+            guard waveOpened + waveFailed >= count || t - startedAt > UInt64(options.waveTimeout * 1e9) else { return false }
+            waveActive = false
+            let server = options.serverPID.flatMap { ProcessStats.sample(pid: $0) }
+            var line = "mode=\(resumed ? "resumed" : "fresh") event=end at=\(t) cpu=\(server?.cpuNanoseconds ?? 0) busy=\(ProcessStats.machineBusyNanoseconds()) self=\(ProcessStats.sampleSelf().cpuNanoseconds)"
+            line += " opened=\(waveOpened) failed=\(waveFailed) timed_out=\(count - waveOpened - waveFailed) reused=\(waveReused) last_open_at=\(waveLastOpenAt)"
+            if waveFailed > 0 || waveOpened < count {
+                line += " last_failure=" + String(lastFailure.prefix(60)).map { $0 == " " ? "_" : $0 }.reduce(into: "") { $0.append($1) }
+            }
+            emitWave(line)
+            return true
+        })
+    }
+
+    private func emitWave(_ line: String) {
+        print("WAVE " + line)
+        fflush(nil)
+    }
+
     // MARK: Results
 
     private func header(step: String) -> ResultLine {
@@ -599,5 +1093,42 @@ struct XorShift {
         state ^= state << 25
         state ^= state >> 27
         return state &* 2_685_821_657_736_338_717
+    }
+}
+
+/// The read end of the storm helper's stdout: lines to `Bench.helperLine`, end of file to
+/// `Bench.helperEnded`.
+final class HelperPipe: ReadinessHandler {
+    unowned let bench: Bench
+    private let fd: Int32
+    private var carry: [UInt8] = []
+    private var closed = false
+
+    init(bench: Bench, fd: Int32) {
+        self.bench = bench
+        self.fd = fd
+    }
+
+    func loopDidReport(readable: Bool, writable: Bool) {
+        guard !closed else { return }
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n > 0 {
+                carry += chunk[..<n]
+                while let nl = carry.firstIndex(of: 0x0A) {
+                    let line = String(decoding: carry[..<nl], as: UTF8.self)
+                    carry.removeSubrange(...nl)
+                    bench.helperLine(line)
+                }
+                continue
+            }
+            if n < 0 && (errno == EAGAIN || errno == EINTR) { return }
+            closed = true
+            bench.loop.unregister(fd: fd)
+            close(fd)
+            bench.helperEnded()
+            return
+        }
     }
 }

@@ -14,7 +14,14 @@ struct BenchCommand: ParsableCommand {
         Scenarios: idle (RSS at --checkpoints open streams), targeted (messages to random pairs at \
         each of --rates, 0 = flat out), broadcast (backdoor broadcasts at each of --rates), \
         handshake (--count stream openings, fresh and resumed), ingest (one publisher flat out), \
-        smoke (a short targeted run that fails when no event arrives). Messages go in over --publish: \
+        smoke (a short targeted run that fails when no event arrives), \
+        storm (--conns streams get targeted messages at the first of --rates; after --baseline s a second \
+        qri-bench process opens --storm new streams at once, per --modes: fresh TLS, then resumed with the \
+        tickets of the fresh wave; reports the time until all are open, the existing streams' latency during \
+        each wave, server CPU per new stream and failed or timed-out openings), \
+        restart (--conns streams on --port get targeted messages at the first of --rates; after --baseline s \
+        --kill-pid gets SIGTERM; every stream its server closes reconnects after its retry: delay to \
+        --reconnect-port with Last-Event-ID; reports reconnections per second and messages lost). Messages go in over --publish: \
         the ingest port, POST /publish one at a time or in NDJSON batches of --batch, POST /backdoor, \
         or raw POSTs to Nchan's publisher; HTTP publishers keep --publish-connections connections \
         with --pipeline requests in flight each, a pair always on the same connection. Each measured \
@@ -23,7 +30,7 @@ struct BenchCommand: ParsableCommand {
         (redis-server) beside it.
         """)
 
-    @Argument(help: "idle, targeted, broadcast, handshake, ingest or smoke.") var scenario: String
+    @Argument(help: "idle, targeted, broadcast, handshake, ingest, smoke, storm, restart (storm-wave is storm's helper).") var scenario: String
 
     @Option(help: "Label for the RESULT lines (qri, nchan, …).") var label = "qri"
     @Option(help: "Server address (loopback only).") var host = "127.0.0.1"
@@ -67,6 +74,12 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("server-pid"), help: "Server process to sample (/proc RSS and CPU).") var serverPID: Int32?
     @Option(name: .customLong("server-cores"), help: "Cores the server may use, to say whether it saturated.") var serverCores = 1.0
     @Option(name: .customLong("max-seconds"), help: "Hard bound on the whole run.") var maxSeconds = 300.0
+    @Option(help: "Storm: new streams per wave (opened at once by a second process).") var storm = 8000
+    @Option(help: "Storm: seconds of publishing before the first wave.") var baseline = 3.0
+    @Option(name: .customLong("wave-timeout"), help: "Storm: seconds before a wave's unopened streams count as timed out.") var waveTimeout = 60.0
+    @Option(name: .customLong("reconnect-port"), help: "Restart: the public port streams reconnect to.") var reconnectPort: UInt16?
+    @Option(name: .customLong("kill-pid"), help: "Restart: the node to send SIGTERM to after --baseline s.") var killPID: Int32?
+    @Option(name: .customLong("pair-offset"), help: "First pair number (storm-wave uses pairs of its own).") var pairOffset = 0
 
     func validate() throws {
         guard BenchOptions.Scenario(rawValue: scenario) != nil else {
@@ -77,9 +90,12 @@ struct BenchCommand: ParsableCommand {
             let parts = item.split(separator: ":")
             guard parts.count == 2, !parts[0].isEmpty, Int32(parts[1]) != nil else { throw ValidationError("--sample-pid NAME:PID, not \(item)") }
         }
+        if scenario == "restart" && (reconnectPort == nil || killPID == nil) {
+            throw ValidationError("restart needs --reconnect-port and --kill-pid")
+        }
         guard batch > 0 else { throw ValidationError("--batch must be positive") }
         guard host.hasPrefix("127.") else { throw ValidationError("--host must be a loopback address (127.0.0.0/8)") }
-        guard conns >= 0, ramp > 0, maxPending > 0, duration > 0, window > 0, count > 0, concurrency > 0 else {
+        guard conns >= 0, storm > 0, baseline >= 0, waveTimeout > 0, pairOffset >= 0, ramp > 0, maxPending > 0, duration > 0, window > 0, count > 0, concurrency > 0 else {
             throw ValidationError("sizes must be positive")
         }
     }
@@ -95,7 +111,7 @@ struct BenchCommand: ParsableCommand {
         }
         let options = BenchOptions(
             scenario: scenario, label: label, host: host, port: port, serverName: serverName, caFile: caFile,
-            streamPath: streamPath, conns: conns, peers: max(peers ?? conns, 1), ramp: ramp, maxPending: maxPending,
+            streamPath: streamPath, conns: conns, peers: max(peers ?? (scenario == .stormWave ? storm : conns), 1), ramp: ramp, maxPending: maxPending,
             sourceAddresses: sourceAddresses,
             rates: rates.split(separator: ",").compactMap { Double($0.trimmingPrefix(" ")) },
             duration: duration, drain: drain, window: window,
@@ -111,8 +127,9 @@ struct BenchCommand: ParsableCommand {
                 return (String(parts[0]), Int32(parts[1])!)
             },
             serverPID: serverPID, serverCores: serverCores,
-            maxSeconds: maxSeconds)
-        let needed = (scenario == .idle ? options.checkpoints.max() ?? 0 : options.conns) + 64
+            maxSeconds: maxSeconds, stormCount: storm, baseline: baseline, waveTimeout: waveTimeout,
+            pairOffset: pairOffset, reconnectPort: reconnectPort, killPID: killPID)
+        let needed = (scenario == .idle ? options.checkpoints.max() ?? 0 : scenario == .stormWave ? options.stormCount : options.conns) + 64
         if scenario != .handshake && needed > limit {
             print("qri-bench: warning: \(needed) descriptors wanted, the limit is \(limit)")
         }

@@ -1,7 +1,9 @@
 /// What one `qri-bench` run does, from the command line.
 struct BenchOptions {
     enum Scenario: String, CaseIterable {
-        case idle, targeted, broadcast, handshake, ingest, smoke
+        case idle, targeted, broadcast, handshake, ingest, smoke, storm, restart
+        /// The storm's second process (spawned by `storm`): waves of new streams.
+        case stormWave = "storm-wave"
     }
 
     enum PublishVia: String, CaseIterable {
@@ -59,4 +61,16 @@ struct BenchOptions {
     var serverPID: Int32?
     var serverCores: Double
     var maxSeconds: Double
+    /// Storm: new streams per wave (opened by a second qri-bench process, `storm-wave`).
+    var stormCount: Int
+    /// Storm: seconds of publishing before the first wave (the baseline).
+    var baseline: Double
+    /// Storm: seconds a wave may take before its unopened streams count as timed out.
+    var waveTimeout: Double
+    /// Pair names start at u<offset>/c<offset> (the storm's new streams use pairs of their own).
+    var pairOffset: Int
+    /// Restart: the port streams reconnect to (another node of the cluster).
+    var reconnectPort: UInt16?
+    /// Restart: the node to send SIGTERM to after `--baseline` s.
+    var killPID: Int32?
 }

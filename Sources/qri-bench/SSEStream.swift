@@ -61,6 +61,9 @@ struct Stamp {
 /// An incremental Server-Sent-Events reader: finds event boundaries and the stamp at the
 /// start of each event's data. Lines split across reads are carried over.
 struct SSEParser {
+    /// The newest `id:` and `retry:` fields (a reconnecting stream resumes with them).
+    private(set) var lastID: [UInt8] = []
+    private(set) var retryMilliseconds: Int?
     private var carry: [UInt8] = []
     private var hasData = false
     private var stamp: Stamp?
@@ -96,6 +99,25 @@ struct SSEParser {
             if hasData { onEvent(stamp) }
             hasData = false
             stamp = nil
+            return
+        }
+        if count >= 3, p[0] == 0x69, p[1] == 0x64, p[2] == 0x3A { // id:
+            var offset = 3
+            if offset < count && p[offset] == 0x20 { offset += 1 }
+            lastID = Array(UnsafeBufferPointer(start: p + offset, count: count - offset))
+            return
+        }
+        if count >= 6, p[0] == 0x72, p[1] == 0x65, p[2] == 0x74, p[3] == 0x72, p[4] == 0x79, p[5] == 0x3A { // retry:
+            var offset = 6
+            if offset < count && p[offset] == 0x20 { offset += 1 }
+            var value = 0
+            var any = false
+            while offset < count, p[offset] &- 0x30 < 10 {
+                value = value &* 10 &+ Int(p[offset] - 0x30)
+                offset += 1
+                any = true
+            }
+            if any && offset == count { retryMilliseconds = value }
             return
         }
         // "data:" with an optional space; only the first data line of an event matters.
@@ -177,6 +199,8 @@ final class SSEStream: BenchConnection {
     let pair: Int
     /// Close as soon as the stream head arrives (the handshake scenario).
     let closeWhenOpen: Bool
+    /// A stream opened again after its server closed it (restart scenario), with Last-Event-ID.
+    let isReconnect: Bool
     private let request: [UInt8]
     private var head: [UInt8] = []
     private(set) var isOpen = false
@@ -187,12 +211,19 @@ final class SSEStream: BenchConnection {
     var lastStep = -1
     var lastSeq = -1
 
+    var lastEventID: [UInt8] { parser.lastID.isEmpty ? resumedFrom : parser.lastID }
+    var retryMilliseconds: Int? { parser.retryMilliseconds }
+    private let resumedFrom: [UInt8]
+
     init(bench: Bench, fd: Int32, id: Int, pair: Int, path: String, closeWhenOpen: Bool,
-         session: TLSSession?) throws(SystemError) {
+         session: TLSSession?, lastEventID: [UInt8] = [], isReconnect: Bool = false) throws(SystemError) {
         self.id = id
         self.pair = pair
         self.closeWhenOpen = closeWhenOpen
-        request = Array("GET \(path) HTTP/1.1\r\nHost: \(bench.options.serverName)\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n".utf8)
+        self.isReconnect = isReconnect
+        resumedFrom = lastEventID
+        let resume = lastEventID.isEmpty ? "" : "Last-Event-ID: \(String(decoding: lastEventID, as: UTF8.self))\r\n"
+        request = Array("GET \(path) HTTP/1.1\r\nHost: \(bench.options.serverName)\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\(resume)\r\n".utf8)
         try super.init(bench: bench, fd: fd, tls: bench.tls, session: session)
     }
 
