@@ -81,7 +81,13 @@ class Connection: ReadinessHandler {
     func loopDidReport(readable: Bool, writable: Bool) {
         if isClosed { return }
         if handshaking {
+            // A loop pass spends a bounded time on handshakes, so that a storm of them does
+            // not delay the events of open streams; the rest wait for the next pass (the
+            // socket stays readable, so the loop comes back to them at once).
+            guard worker.handshakeTimeLeft else { return }
+            let started = Clock.monotonicNanoseconds()
             advanceHandshake()
+            worker.spentOnHandshakes(Clock.monotonicNanoseconds() - started)
             return
         }
         if writable || (readable && writeWantsRead) {
