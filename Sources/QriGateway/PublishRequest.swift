@@ -31,7 +31,7 @@ enum PublishRequest {
         case .json where !request.body.isEmpty:
             let value = try AdminFields.parseJSON(request.body[...])
             guard case .array(let elements) = value else {
-                return .single(try AdminFields.read(request, parsedJSON: value).publishMessage())
+                return .single(try AdminFields.read(request, parsedJSON: value, fromQuery: false).publishMessage())
             }
             var objects = 0
             return try batch(elements.map { entry($0, objects: &objects) }, objects: objects)
@@ -40,7 +40,7 @@ enum PublishRequest {
                 "Content-Type must be application/x-www-form-urlencoded, application/json or application/x-ndjson",
                 status: .unsupportedMediaType)
         case .form, .json:
-            return .single(try AdminFields.read(request).publishMessage())
+            return .single(try AdminFields.read(request, fromQuery: false).publishMessage())
         }
     }
 

@@ -195,3 +195,18 @@ def test_pipelined_batches_and_singles_answer_in_order(admin_qri):
         ids += [r["id"] for r in answer["results"]] if i % 2 else [answer["id"]]
     got = stream.messages_until("b19b")
     assert [e.id for e in got] == ids
+
+
+def test_post_publish_reads_its_fields_from_the_body_only(admin_qri):
+    """SPEC, *Admin listener*: POST reads its fields from the body; the query string is not
+    a second source (a proxy's log holds query strings, and a half-body must not be completed
+    from the URL)."""
+    srv = admin_qri()
+    stream = srv.stream("qs", "x")
+    resp = srv.admin("POST", "/publish?peer=qs&checksum=x&message=from-the-query")
+    assert resp.status_code == 400, resp.text
+    resp = srv.admin("POST", "/publish?message=ignored", data={"peer": "qs", "checksum": "x"})
+    assert resp.status_code == 400 and "message" in resp.json()["error"], resp.text
+    resp = srv.admin("POST", "/publish", data={"peer": "qs", "checksum": "x", "message": "from the body"})
+    assert resp.status_code == 202
+    assert [e.data for e in stream.collect_until(lambda e: e.data == "from the body") if not e.is_tick] == ["from the body"]
