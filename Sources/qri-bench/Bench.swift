@@ -588,6 +588,24 @@ final class Bench {
         })
     }
 
+    /// Publishes the targeted messages due at `rate` since `startedAt`, each to a random pair
+    /// and stamped for latency, then flushes; fails the run when a publisher closed.
+    private func publishDue(rate: Double, since startedAt: UInt64, at t: UInt64, into message: inout [UInt8]) {
+        var budget = Int(rate * Double(t - startedAt) / 1e9) + 1 - published
+        while budget > 0 {
+            guard let (_, publisher) = nextReadyPublisher() else { break }
+            message.removeAll(keepingCapacity: true)
+            Stamp.append(Stamp(sentAt: now, step: step, seq: published), paddedTo: options.messageBytes, to: &message)
+            let pair = Int(random.next() % UInt64(max(options.peers, 1)))
+            publisher.publish(pair: pair, message: message)
+            expected += pairStreams[pair]
+            published += 1
+            budget -= 1
+        }
+        for publisher in publishers { publisher.flush() }
+        if let closed = publishers.first(where: { $0.isClosed }) { fail("publisher closed: \(closed.lastError)") }
+    }
+
     private func nextReadyPublisher() -> (Int, any Publisher)? {
         for _ in 0..<publishers.count {
             let i = nextPublisher % publishers.count
@@ -716,19 +734,7 @@ final class Bench {
             let over = allBackAt > 0 && t - allBackAt >= UInt64(options.duration * 1e9)
             let timedOut = killedAt > 0 && t - killedAt > UInt64(options.waveTimeout * 1e9)
             if !over && !timedOut {
-                var budget = Int(rate * Double(t - startedAt) / 1e9) + 1 - published
-                while budget > 0 {
-                    guard let (_, publisher) = nextReadyPublisher() else { break }
-                    message.removeAll(keepingCapacity: true)
-                    Stamp.append(Stamp(sentAt: now, step: step, seq: published), paddedTo: options.messageBytes, to: &message)
-                    let pair = Int(random.next() % UInt64(max(options.peers, 1)))
-                    publisher.publish(pair: pair, message: message)
-                    expected += pairStreams[pair]
-                    published += 1
-                    budget -= 1
-                }
-                for publisher in publishers { publisher.flush() }
-                if let closed = publishers.first(where: { $0.isClosed }) { fail("publisher closed: \(closed.lastError)") }
+                publishDue(rate: rate, since: startedAt, at: t, into: &message)
                 return false
             }
             if publishEnd == 0 { publishEnd = t }
@@ -902,19 +908,7 @@ final class Bench {
                 if let why = spawnHelper() { fail("cannot start the storm helper: \(why)") }
             }
             if !helperDone {
-                var budget = Int(rate * Double(t - startedAt) / 1e9) + 1 - published
-                while budget > 0 {
-                    guard let (_, publisher) = nextReadyPublisher() else { break }
-                    message.removeAll(keepingCapacity: true)
-                    Stamp.append(Stamp(sentAt: now, step: step, seq: published), paddedTo: options.messageBytes, to: &message)
-                    let pair = Int(random.next() % UInt64(max(options.peers, 1)))
-                    publisher.publish(pair: pair, message: message)
-                    expected += pairStreams[pair]
-                    published += 1
-                    budget -= 1
-                }
-                for publisher in publishers { publisher.flush() }
-                if let closed = publishers.first(where: { $0.isClosed }) { fail("publisher closed: \(closed.lastError)") }
+                publishDue(rate: rate, since: startedAt, at: t, into: &message)
                 return false
             }
             if publishEnd == 0 { publishEnd = t }
