@@ -154,6 +154,9 @@ def test_emfile_on_accept_backs_off_logs_once_a_second_and_refuses_the_waiting(a
     stream = srv.stream("emfile", "x")
     ingest = srv.ingest()
     from qri_ingest import ber_frame
+    # The ingest connection must be accepted before descriptors run out, or the server's
+    # back-off would refuse it like the flood.
+    srv.wait_metric("qri_connections", lambda v: v == 1, listener="ingest")
     open_fds = len(os.listdir(f"/proc/{srv.pid}/fd"))
     _, hard = resource.prlimit(srv.pid, resource.RLIMIT_NOFILE)
     resource.prlimit(srv.pid, resource.RLIMIT_NOFILE, (open_fds + 2, hard))
