@@ -62,7 +62,7 @@ public final class Gateway: @unchecked Sendable {
             limits: .init(eventsPerPair: clustered ? 0 : configuration.history, ttlNanoseconds: configuration.historyTTL.nanoseconds,
                           memoryBytes: configuration.historyMemory),
             loopCount: loops)
-        let cluster = clustered ? try ClusterNode(configuration: configuration, logger: logger, publicPort: nil) : nil
+        let cluster = clustered ? try ClusterNode(configuration: configuration, logger: logger) : nil
         try cluster?.verifyFingerprint()
         core = GatewayCore(configuration: configuration, registry: registry, metrics: GatewayMetrics(),
                            logger: logger, tls: tls, limits: limits, cluster: cluster)

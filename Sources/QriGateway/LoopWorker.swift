@@ -99,12 +99,7 @@ final class LoopWorker: EventSink, @unchecked Sendable {
     func accepted(_ socket: AcceptedSocket, kind: GatewayMetrics.Listener) {
         let fd = socket.fd
         guard gateway.admitConnection(kind) else {
-            let reason: GatewayMetrics.RejectReason = switch kind {
-            case .public: .maxConnections
-            case .admin: .maxAdminConnections
-            case .ingest: .maxIngestConnections
-            }
-            reject(fd: fd, reason)
+            reject(fd: fd, limitReason(kind))
             PlainTransport(fd: fd).close()
             return
         }

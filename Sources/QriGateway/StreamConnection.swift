@@ -32,7 +32,6 @@ final class StreamConnection: Connection, EventStream {
     private(set) var lastID: UInt64 = 0
     /// The requested Last-Event-ID while opening.
     private var resumeFrom: UInt64?
-    private var cors: [(String, String)] = []
     /// Live events that came while the history is being read; sent after it.
     private var held: [EncodedEvent] = []
     private var heldBytes = 0

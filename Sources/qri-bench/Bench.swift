@@ -469,10 +469,7 @@ final class Bench {
         return Phase(start: { [unowned self] in
             step += 1
             histogram = Histogram()
-            delivered = 0
-            repeats = 0
-            expected = 0
-            published = 0
+            resetDeliveryCounts()
             lastDeliveryAt = 0
             broadcastMode = broadcast
             broadcastSentAt = []
@@ -586,6 +583,14 @@ final class Bench {
             if delivered == 0 { fail("step \(r["step"] ?? "?") delivered no event (\(lastFailure))") }
             return true
         })
+    }
+
+    /// Starts the counts of a delivery step from zero.
+    private func resetDeliveryCounts() {
+        delivered = 0
+        repeats = 0
+        expected = 0
+        published = 0
     }
 
     /// Publishes the targeted messages due at `rate` since `startedAt`, each to a random pair
@@ -715,10 +720,7 @@ final class Bench {
         return Phase(start: { [unowned self] in
             step += 1
             histogram = Histogram()
-            delivered = 0
-            repeats = 0
-            expected = 0
-            published = 0
+            resetDeliveryCounts()
             reconnecting = true
             startedAt = now
         }, poll: { [unowned self] in
@@ -890,10 +892,7 @@ final class Bench {
             stormSamples = []
             stormSamples.reserveCapacity(Int(rate * 120))
             stormRecording = true
-            delivered = 0
-            repeats = 0
-            expected = 0
-            published = 0
+            resetDeliveryCounts()
             serverStart = options.serverPID.flatMap { ProcessStats.sample(pid: $0) }
             clientStart = ProcessStats.sampleSelf()
             startedAt = now

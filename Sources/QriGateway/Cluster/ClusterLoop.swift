@@ -297,8 +297,6 @@ final class ClusterLoop: @unchecked Sendable {
         }
     }
 
-    func commandConnectionIsUp(_ shard: Int) -> Bool { connections[shard].isUp }
-
     /// A command for the first server (the stored backdoor messages live there).
     func sendToFirstServer(_ arguments: [[UInt8]], reply: @escaping RedisConnection.Reply) {
         connections[0].send(arguments, reply: reply)

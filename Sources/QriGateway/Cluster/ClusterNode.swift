@@ -31,7 +31,7 @@ final class ClusterNode: @unchecked Sendable {
     /// and how many loops' command connections are up.
     private let readiness: Mutex<[(subscribed: Bool, commandLoops: Int)]>
 
-    init(configuration: GatewayConfiguration, logger: Logger, publicPort: UInt16?) throws(ConfigurationError) {
+    init(configuration: GatewayConfiguration, logger: Logger) throws(ConfigurationError) {
         servers = configuration.redis
         self.configuration = configuration
         self.logger = logger
@@ -44,7 +44,7 @@ final class ClusterNode: @unchecked Sendable {
         }
         addresses = resolved
         fingerprint = ClusterKeys.fingerprint(servers.map(\.description))
-        name = configuration.nodeName ?? Self.defaultName(publicPort: publicPort ?? configuration.listen.port)
+        name = configuration.nodeName ?? Self.defaultName(publicPort: configuration.listen.port)
         if servers.contains(where: \.tls) {
             do {
                 tls = try TLSClientContext(caFile: configuration.redisCA, serverName: nil, systemCAs: true, alpn: false)

@@ -132,7 +132,7 @@ final class ClusterSubscriber: @unchecked Sendable {
                 return
             }
             guard let pair = ClusterKeys.pair(ofChannel: channel) else { return }
-            confirmed(pair, subscribe: kind == "subscribe")
+            confirmed(pair)
             confirmedOne(shard)
         default:
             break
@@ -145,7 +145,7 @@ final class ClusterSubscriber: @unchecked Sendable {
         arrived.removeAll(keepingCapacity: true)
     }
 
-    private func confirmed(_ pair: PairKey, subscribe: Bool) {
+    private func confirmed(_ pair: PairKey) {
         guard var channel = channels[pair] else { return }
         channel.unconfirmed = max(0, channel.unconfirmed - 1)
         if channel.unconfirmed == 0 {
